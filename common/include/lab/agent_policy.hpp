@@ -1,0 +1,29 @@
+/// @file agent_policy.hpp
+/// @brief Allow or deny requests by their User-Agent header (the course's question 2).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace lab {
+
+/// @brief Rules on the User-Agent header: case-insensitive substring patterns.
+///
+/// With no rules every request passes. A deny rule that matches always refuses. When allow
+/// rules exist, a request passes only if one of them matches; a request without a
+/// User-Agent then matches none. The header is whatever the client chooses to send, so this
+/// is a courtesy filter, not access control.
+struct AgentPolicy {
+    std::vector<std::string> allow;  ///< Patterns that admit (`--allow-agent`).
+    std::vector<std::string> deny;   ///< Patterns that refuse, checked first (`--deny-agent`).
+
+    /// @brief nullopt when @p user_agent (nullptr if absent) may be served, else the reason.
+    [[nodiscard]] std::optional<std::string> refusal(const std::string* user_agent) const;
+};
+
+/// @brief True when @p pattern occurs in @p text, ignoring ASCII case.
+[[nodiscard]] bool icontains(std::string_view text, std::string_view pattern) noexcept;
+
+}  // namespace lab

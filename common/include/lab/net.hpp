@@ -1,0 +1,101 @@
+/// @file net.hpp
+/// @brief Sockets: listening, accepting, and deadline-bound reads and writes.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "lab/fd.hpp"
+
+namespace lab {
+
+/// @brief Clock used for every deadline.
+using Clock = std::chrono::steady_clock;
+
+/// @brief One accepted client connection (non-blocking, close-on-exec, Nagle off).
+struct Connection {
+    Fd fd;                ///< The connected socket.
+    std::string peer_ip;  ///< Client address; IPv4-mapped IPv6 is folded to plain IPv4.
+};
+
+/// @brief How long accept() sleeps when the process is out of descriptors.
+inline constexpr std::chrono::milliseconds kAcceptBackoff{100};
+/// @brief Listen queue length.
+inline constexpr int kListenBacklog = 1024;
+
+/// @brief A listening socket whose accept() returns nothing once shutdown was requested.
+class Listener {
+  public:
+    /// @brief Binds @p address:@p port with SO_REUSEADDR and listens; throws StartupError.
+    Listener(const std::string& address, std::uint16_t port);
+
+    /// @brief Waits for the next client; nullopt once SIGINT/SIGTERM arrived.
+    ///
+    /// Retries EINTR and ECONNABORTED; on EMFILE/ENFILE sleeps kAcceptBackoff instead of
+    /// spinning, then tries again.
+    [[nodiscard]] std::optional<Connection> accept();
+
+    /// @brief The port actually bound (useful after asking for port 0).
+    [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
+    /// @brief The address as given.
+    [[nodiscard]] const std::string& address() const noexcept { return address_; }
+
+  private:
+    Fd fd_;
+    std::string address_;
+    std::uint16_t port_ = 0;
+};
+
+/// @brief How an I/O call ended.
+enum class IoStatus {
+    ok,       ///< Did what was asked.
+    closed,   ///< The peer closed (reads) or reset the connection.
+    timeout,  ///< The deadline passed first.
+    stopped,  ///< Shutdown was requested while waiting.
+    error,    ///< Any other socket error.
+};
+
+/// @brief Reads at most @p size bytes once data is there, waiting until @p deadline.
+///
+/// Gives up with `stopped` as soon as shutdown is requested: a server never waits on a
+/// silent client while it is trying to exit.
+[[nodiscard]] IoStatus read_some(int fd, char* buffer, std::size_t size, Clock::time_point deadline,
+                                 std::size_t& received);
+
+/// @brief Sends all of @p data; fails if the peer takes nothing for @p idle_timeout.
+[[nodiscard]] IoStatus send_all(int fd, std::string_view data,
+                                std::chrono::milliseconds idle_timeout, bool more_follows = false);
+
+/// @brief Sends @p count bytes of @p file_fd with sendfile(); same idle rule as send_all().
+[[nodiscard]] IoStatus send_file(int fd, int file_fd, std::uint64_t count,
+                                 std::chrono::milliseconds idle_timeout);
+
+/// @brief How long a reply already under way may go on once shutdown is requested.
+inline constexpr std::chrono::milliseconds kShutdownGrace{1000};
+
+/// @brief How long an error reply waits for the client to finish before the socket closes.
+inline constexpr std::chrono::milliseconds kLingerTimeout{2000};
+/// @brief Most bytes read and thrown away while lingering.
+inline constexpr std::size_t kLingerMaxBytes = 1 << 20;
+
+/// @brief Ends the connection so the client can read everything already sent.
+///
+/// Closing with unread input makes the kernel send a reset that can destroy the reply in
+/// flight. So this first discards input: with a zero @p linger only what has already
+/// arrived; otherwise it shuts down the sending side and reads until the client closes,
+/// @p linger passes, or kLingerMaxBytes were read.
+void close_gracefully(Fd fd, std::chrono::milliseconds linger);
+
+/// @brief Installs SIGINT/SIGTERM handlers that request shutdown, and ignores SIGPIPE.
+void install_signal_handlers();
+/// @brief True once SIGINT or SIGTERM arrived (or request_shutdown() was called).
+[[nodiscard]] bool shutdown_requested() noexcept;
+/// @brief Requests shutdown from inside the program.
+void request_shutdown() noexcept;
+/// @brief A descriptor that becomes readable, and stays so, once shutdown is requested.
+[[nodiscard]] int shutdown_fd() noexcept;
+
+}  // namespace lab

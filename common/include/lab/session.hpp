@@ -1,0 +1,43 @@
+/// @file session.hpp
+/// @brief One connection from first byte to close: read, parse, handle, send, log.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "lab/handler.hpp"
+#include "lab/net.hpp"
+#include "lab/options.hpp"
+
+namespace lab {
+
+/// @brief What every connection handler shares, read-only, for the server's lifetime.
+struct ServerContext {
+    Site site;                                             ///< Where files come from.
+    std::chrono::seconds timeout{kDefaultTimeoutSeconds};  ///< Read deadline and send idle limit.
+    /// @brief When set, `GET /server-status` answers with this JSON instead of a file.
+    std::function<std::string()> status_json;
+};
+
+/// @brief How a connection ended, for servers that keep statistics.
+enum class SessionOutcome {
+    served,     ///< A request was parsed and answered (any status from the handler).
+    rejected,   ///< The request was malformed or too large and got an error status.
+    timed_out,  ///< The client did not send a whole request head before the deadline.
+    abandoned,  ///< The client left, the server is stopping, or the send failed.
+};
+
+/// @brief Builds the shared context from parsed options.
+[[nodiscard]] ServerContext make_context(const Options& options);
+
+/// @brief Serves the single request of @p connection and closes it.
+///
+/// Never throws for anything a client does; a failure ends this connection only.
+SessionOutcome serve_connection(Connection connection, const ServerContext& context);
+
+/// @brief Prints `<stage> listening on http://HOST:PORT/ (root DIR)` and flushes it.
+void announce(std::string_view stage, const Listener& listener, const Options& options);
+
+}  // namespace lab

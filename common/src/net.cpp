@@ -1,0 +1,276 @@
+#include "lab/net.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
+
+#include <thread>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "lab/log.hpp"
+#include "lab/options.hpp"
+
+namespace lab {
+
+namespace {
+
+// The self-pipe: the signal handler writes one byte, and every poll() in the program also
+// watches the read end, which stays readable from then on, so all waits end together.
+int g_stop_pipe[2] = {-1, -1};
+std::atomic<bool> g_stop{false};
+
+void on_signal(int) {
+    g_stop.store(true);
+    const int saved = errno;
+    [[maybe_unused]] const ssize_t n = ::write(g_stop_pipe[1], "x", 1);
+    errno = saved;
+}
+
+int ms_until(Clock::time_point deadline) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    return static_cast<int>(std::clamp<long long>(left, 0, 24LL * 3600 * 1000));
+}
+
+// Waits for `events` on `fd` (and for shutdown when `watch_stop`) until `deadline`.
+IoStatus wait_for(int fd, short events, Clock::time_point deadline, bool watch_stop = true) {
+    while (true) {
+        pollfd fds[2] = {{fd, events, 0}, {shutdown_fd(), POLLIN, 0}};
+        const int n = ::poll(fds, watch_stop && fds[1].fd >= 0 ? 2 : 1, ms_until(deadline));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return IoStatus::error;
+        if (watch_stop && fds[1].revents != 0) return IoStatus::stopped;
+        if (n == 0) return IoStatus::timeout;
+        return IoStatus::ok;  // ready, or an error the next call will report
+    }
+}
+
+std::string ip_text(const sockaddr_storage& addr) {
+    char buf[INET6_ADDRSTRLEN] = "";
+    if (addr.ss_family == AF_INET) {
+        const auto& in = reinterpret_cast<const sockaddr_in&>(addr);
+        ::inet_ntop(AF_INET, &in.sin_addr, buf, sizeof buf);
+    } else if (addr.ss_family == AF_INET6) {
+        const auto& in6 = reinterpret_cast<const sockaddr_in6&>(addr);
+        if (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr)) {
+            // ::ffff:1.2.3.4 is the IPv4 client 1.2.3.4 and must share its limits.
+            ::inet_ntop(AF_INET, &in6.sin6_addr.s6_addr[12], buf, sizeof buf);
+        } else {
+            ::inet_ntop(AF_INET6, &in6.sin6_addr, buf, sizeof buf);
+        }
+    }
+    return buf;
+}
+
+}  // namespace
+
+Listener::Listener(const std::string& address, std::uint16_t port) : address_(address) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* found = nullptr;
+    const std::string service = std::to_string(port);
+    if (const int rc = ::getaddrinfo(address.c_str(), service.c_str(), &hints, &found); rc != 0) {
+        throw StartupError(2, "cannot use bind address '" + address + "': " + ::gai_strerror(rc));
+    }
+    std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard(found, &::freeaddrinfo);
+    fd_.reset(::socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd_.valid()) throw StartupError(1, std::string("socket: ") + errno_text(errno));
+    const int one = 1;
+    // Lets a restarted server bind at once while old connections sit in TIME_WAIT.
+    ::setsockopt(fd_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd_.get(), found->ai_addr, found->ai_addrlen) != 0) {
+        const int err = errno;
+        throw StartupError(1, "cannot listen on " + address + ":" + service + ": " +
+                                  errno_text(err) +
+                                  (err == EADDRINUSE ? " (is another server running on it?)" : ""));
+    }
+    if (::listen(fd_.get(), kListenBacklog) != 0) {
+        throw StartupError(1, std::string("listen: ") + errno_text(errno));
+    }
+    sockaddr_storage bound{};
+    socklen_t len = sizeof bound;
+    ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&bound), &len);
+    port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6&>(bound).sin6_port
+                                              : reinterpret_cast<sockaddr_in&>(bound).sin_port);
+}
+
+std::optional<Connection> Listener::accept() {
+    while (!shutdown_requested()) {
+        sockaddr_storage peer{};
+        socklen_t len = sizeof peer;
+        Fd client(::accept4(fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,
+                            SOCK_NONBLOCK | SOCK_CLOEXEC));
+        if (client.valid()) {
+            const int one = 1;
+            // Replies are written whole; waiting to coalesce them only adds latency.
+            ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            return Connection{std::move(client), ip_text(peer)};
+        }
+        switch (errno) {
+            case EAGAIN:
+                // Nobody waiting: sleep until a client (or a shutdown request) arrives.
+                wait_for(fd_.get(), POLLIN, Clock::now() + std::chrono::hours(24));
+                continue;
+            case EINTR:
+            case ECONNABORTED:
+            case EPROTO:
+                continue;  // the client gave up before we got to it
+            case EMFILE:
+            case ENFILE:
+            case ENOBUFS:
+            case ENOMEM:
+                // Out of descriptors: the pending client stays queued and would make poll()
+                // return at once forever, so sleep instead of spinning until some close.
+                log_error(std::string("accept: ") + errno_text(errno) + "; retrying shortly");
+                wait_for(-1, 0, Clock::now() + kAcceptBackoff);
+                continue;
+            default:
+                log_error(std::string("accept: ") + errno_text(errno));
+                wait_for(-1, 0, Clock::now() + kAcceptBackoff);
+                continue;
+        }
+    }
+    return std::nullopt;
+}
+
+IoStatus read_some(int fd, char* buffer, std::size_t size, Clock::time_point deadline,
+                   std::size_t& received) {
+    received = 0;
+    while (true) {
+        const ssize_t n = ::recv(fd, buffer, size, 0);
+        if (n > 0) {
+            received = static_cast<std::size_t>(n);
+            return IoStatus::ok;
+        }
+        if (n == 0) return IoStatus::closed;
+        if (errno == EINTR) continue;
+        if (errno == ECONNRESET) return IoStatus::closed;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return IoStatus::error;
+        if (const IoStatus s = wait_for(fd, POLLIN, deadline); s != IoStatus::ok) return s;
+    }
+}
+
+namespace {
+
+// Shared loop of send_all() and send_file(): `step` sends some bytes and returns what
+// send()/sendfile() returned; waits for room while the peer keeps taking data.
+template <class Step>
+IoStatus send_loop(int fd, std::uint64_t total, std::chrono::milliseconds idle_timeout, Step step) {
+    std::uint64_t done = 0;
+    // A reply under way when shutdown is requested gets kShutdownGrace more to finish.
+    auto hard_deadline = Clock::time_point::max();
+    while (done < total) {
+        if (hard_deadline == Clock::time_point::max() && shutdown_requested()) {
+            hard_deadline = Clock::now() + kShutdownGrace;
+        }
+        if (Clock::now() >= hard_deadline) return IoStatus::stopped;
+        const ssize_t n = step(done);
+        if (n > 0) {
+            done += static_cast<std::uint64_t>(n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            return errno == EPIPE || errno == ECONNRESET ? IoStatus::closed : IoStatus::error;
+        }
+        if (n == 0) return IoStatus::error;  // the file shrank under us
+        const auto deadline = std::min(Clock::now() + idle_timeout, hard_deadline);
+        const IoStatus s =
+            wait_for(fd, POLLOUT, deadline, hard_deadline == Clock::time_point::max());
+        if (s == IoStatus::stopped) continue;  // the loop head starts the grace period
+        if (s != IoStatus::ok) return s;
+    }
+    return IoStatus::ok;
+}
+
+}  // namespace
+
+IoStatus send_all(int fd, std::string_view data, std::chrono::milliseconds idle_timeout,
+                  bool more_follows) {
+    const int flags = MSG_NOSIGNAL | (more_follows ? MSG_MORE : 0);
+    return send_loop(fd, data.size(), idle_timeout, [&](std::uint64_t done) {
+        return ::send(fd, data.data() + done, data.size() - done, flags);
+    });
+}
+
+IoStatus send_file(int fd, int file_fd, std::uint64_t count,
+                   std::chrono::milliseconds idle_timeout) {
+    off_t offset = 0;
+    return send_loop(fd, count, idle_timeout, [&](std::uint64_t done) {
+        // sendfile moves at most ~2 GiB per call; the loop continues from `offset`.
+        const std::size_t chunk =
+            static_cast<std::size_t>(std::min<std::uint64_t>(count - done, 1u << 30));
+        return ::sendfile(fd, file_fd, &offset, chunk);
+    });
+}
+
+void close_gracefully(Fd fd, std::chrono::milliseconds linger) {
+    if (!fd.valid()) return;
+    char sink[4096];
+    std::size_t drained = 0;
+    if (linger.count() == 0) {
+        // Only what has already arrived must go: unread bytes at close() mean a reset.
+        while (drained < kLingerMaxBytes) {
+            const ssize_t n = ::recv(fd.get(), sink, sizeof sink, MSG_DONTWAIT);
+            if (n <= 0) break;
+            drained += static_cast<std::size_t>(n);
+        }
+        return;
+    }
+    ::shutdown(fd.get(), SHUT_WR);
+    const auto deadline = Clock::now() + linger;
+    while (drained < kLingerMaxBytes) {
+        std::size_t n = 0;
+        // Stop at EOF, error, deadline or shutdown: all mean the reply is as safe as it gets.
+        if (read_some(fd.get(), sink, sizeof sink, deadline, n) != IoStatus::ok) break;
+        drained += n;
+    }
+}
+
+void install_signal_handlers() {
+    if (g_stop_pipe[0] < 0) {
+        if (::pipe2(g_stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+            throw StartupError(1, std::string("pipe: ") + errno_text(errno));
+        }
+    }
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    ::sigaction(SIGINT, &sa, nullptr);
+    ::sigaction(SIGTERM, &sa, nullptr);
+    // A client that vanishes mid-reply must cost an EPIPE, not the whole process.
+    struct sigaction ignore {};
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    ::sigaction(SIGPIPE, &ignore, nullptr);
+}
+
+bool shutdown_requested() noexcept {
+    return g_stop.load();
+}
+
+void request_shutdown() noexcept {
+    if (g_stop_pipe[1] >= 0) {
+        on_signal(0);
+    } else {
+        g_stop.store(true);
+    }
+}
+
+int shutdown_fd() noexcept {
+    return g_stop_pipe[0];
+}
+
+}  // namespace lab

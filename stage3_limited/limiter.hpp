@@ -1,0 +1,90 @@
+/// @file limiter.hpp
+/// @brief Admission control: at most N connections per client IP and M in all.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+namespace lab {
+
+/// @brief Counts open connections per client and in total, and refuses those over a limit.
+///
+/// Shaped like nginx's limit_conn: look-up, check and increment happen under one lock, the
+/// release runs on every exit path (it is a destructor), and a client's entry is erased when
+/// its count drops to zero, so the table never grows with clients that have left.
+class ConnectionLimiter {
+  public:
+    /// @brief Why a connection was or was not admitted.
+    enum class Verdict {
+        admitted,     ///< A slot was taken.
+        client_full,  ///< The client already holds max_per_client connections (429).
+        server_full,  ///< The server already holds max_total connections (503).
+    };
+
+    /// @brief A held connection slot; gives it back when destroyed. Move-only.
+    class Slot {
+      public:
+        Slot() noexcept = default;
+        Slot(const Slot&) = delete;
+        Slot& operator=(const Slot&) = delete;
+        /// @brief Takes the slot from @p other.
+        Slot(Slot&& other) noexcept;
+        /// @brief Releases the current slot, then takes the one from @p other.
+        Slot& operator=(Slot&& other) noexcept;
+        ~Slot() { release(); }
+        /// @brief True while this object holds a slot.
+        [[nodiscard]] bool held() const noexcept { return limiter_ != nullptr; }
+        /// @brief Gives the slot back now (idempotent).
+        void release() noexcept;
+
+      private:
+        friend class ConnectionLimiter;
+        // cppcheck-suppress passedByValue ; the string is moved into the member
+        Slot(ConnectionLimiter* limiter, std::string client) noexcept
+            : limiter_(limiter), client_(std::move(client)) {}
+        ConnectionLimiter* limiter_ = nullptr;
+        std::string client_;
+    };
+
+    /// @brief Result of try_acquire(): the verdict, and the slot when admitted.
+    struct Admission {
+        Verdict verdict = Verdict::server_full;  ///< Outcome.
+        Slot slot;                               ///< Held exactly when verdict is admitted.
+    };
+
+    /// @brief What is held right now, for the status page and tests.
+    struct Snapshot {
+        std::size_t total = 0;                          ///< Connections held in all.
+        std::map<std::string, std::size_t> per_client;  ///< Connections held per client.
+    };
+
+    /// @brief A limiter allowing @p max_per_client per client and @p max_total in all (both ≥ 1).
+    ConnectionLimiter(std::size_t max_per_client, std::size_t max_total);
+    ConnectionLimiter(const ConnectionLimiter&) = delete;
+    ConnectionLimiter& operator=(const ConnectionLimiter&) = delete;
+
+    /// @brief Takes a slot for @p client if both limits allow it.
+    [[nodiscard]] Admission try_acquire(const std::string& client);
+
+    /// @brief Copies the current counts.
+    [[nodiscard]] Snapshot snapshot() const;
+
+    /// @brief The per-client limit.
+    [[nodiscard]] std::size_t max_per_client() const noexcept { return max_per_client_; }
+    /// @brief The total limit.
+    [[nodiscard]] std::size_t max_total() const noexcept { return max_total_; }
+
+  private:
+    void release(const std::string& client) noexcept;
+
+    const std::size_t max_per_client_;
+    const std::size_t max_total_;
+    mutable std::mutex mutex_;
+    std::size_t total_ = 0;
+    std::unordered_map<std::string, std::size_t> per_client_;
+};
+
+}  // namespace lab
