@@ -1,0 +1,81 @@
+"""The course's question 2, built: --allow-agent / --deny-agent on every stage.
+
+Matching is a case-insensitive substring test on the User-Agent header; deny rules win; with
+allow rules present, a request whose User-Agent matches none (or that sends none) gets 403
+with a body that says why.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from conftest import STAGES, request, run_cli
+
+CURL = "curl/7.88.1"
+CHROME = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+          "Chrome/120.0.0.0 Safari/537.36")
+EDGE = CHROME + " Edg/120.0.2210.91"
+OPERA = CHROME + " OPR/106.0.0.0"
+HEADLESS = CHROME.replace("Chrome/", "HeadlessChrome/")
+
+#: The rule set the docs give for "Chrome, and not the browsers that only look like it".
+CHROME_ONLY = ("--allow-agent", "Chrome/", "--deny-agent", "Edg/", "--deny-agent", "OPR/",
+               "--deny-agent", "HeadlessChrome")
+
+
+def get(server, agent: str | None):
+    headers = {} if agent is None else {"User-Agent": agent}
+    return request(server.port, "/index.html", headers=headers)
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=["stage1", "stage2", "stage3"])
+def test_chrome_only_rules(stage, site, servers):
+    server = servers(stage, site.root, *CHROME_ONLY)
+    served = get(server, CHROME)
+    assert served.status == 200
+    assert served.body == site.bytes_of("index.html")
+    for agent, why in [(EDGE, "Edg/"), (OPERA, "OPR/"), (HEADLESS, "HeadlessChrome")]:
+        refused = get(server, agent)
+        assert refused.status == 403, agent
+        assert why in refused.text(), refused.text()
+        assert site.bytes_of("index.html") not in refused.body
+    curl = get(server, CURL)
+    assert curl.status == 403
+    assert "matches none" in curl.text()
+    missing = get(server, None)
+    assert missing.status == 403
+    assert "no User-Agent" in missing.text()
+
+
+def test_no_rules_serves_every_agent(site, servers):
+    server = servers("stage3_limited", site.root)
+    for agent in [CURL, CHROME, EDGE, None]:
+        assert get(server, agent).status == 200, agent
+
+
+def test_matching_ignores_case_and_deny_wins(site, servers):
+    server = servers("stage2_threaded", site.root, "--allow-agent", "CURL", "--deny-agent", "curl/7")
+    assert get(server, "curl/8.5.0").status == 200
+    assert get(server, CURL).status == 403
+
+
+def test_real_curl_is_refused_by_chrome_only(site, servers):
+    server = servers("stage3_limited", site.root, *CHROME_ONLY)
+    out = subprocess.run(
+        ["curl", "-s", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}", server.url + "index.html"],
+        capture_output=True, text=True, timeout=10, check=True)
+    assert out.stdout == "403"
+    spoofed = subprocess.run(
+        ["curl", "-s", "--noproxy", "*", "-A", CHROME, "-o", "/dev/null", "-w", "%{http_code}",
+         server.url + "index.html"],
+        capture_output=True, text=True, timeout=10, check=True)
+    # The header is the client's word: curl claiming to be Chrome is served.
+    assert spoofed.stdout == "200"
+
+
+def test_empty_pattern_is_a_usage_error(tmp_path):
+    result = run_cli("stage1_sequential", "-r", str(tmp_path), "--allow-agent", "")
+    assert result.returncode == 2
+    assert b"pattern" in result.stderr
