@@ -5,7 +5,10 @@
 /// the connection must take a slot from the limiter (at most -maxclient per client IP,
 /// -maxtotal in all). Over the limit, the client is told so at once — 429 or 503 — and no
 /// thread is started. The slot is held until the connection closes, idle or not, and the
-/// read and send deadlines (-t) make sure nobody holds one forever.
+/// read and send deadlines (-t) make sure nobody holds one forever. With at most -maxtotal
+/// connections admitted, -maxtotal + 1 threads are enough: they are started as load needs
+/// them and then kept, each accepting and serving by itself, instead of one new thread
+/// per connection.
 
 #include <atomic>
 #include <cstdint>
@@ -15,9 +18,9 @@
 #include "lab/net.hpp"
 #include "lab/options.hpp"
 #include "lab/session.hpp"
-#include "lab/threads.hpp"
 #include "limiter.hpp"
 #include "refusal.hpp"
+#include "serving_threads.hpp"
 
 namespace {
 
@@ -72,32 +75,30 @@ int main(int argc, char* argv[]) {
         lab::announce(kStage.name, listener, options);
 
         lab::Refuser refuser;
-        lab::ThreadSet threads;
-        // accept → take a slot (or refuse) → start a thread → accept again.
-        while (auto connection = listener.accept()) {
-            ++counters.accepted;
-            auto admission = limiter.try_acquire(connection->peer_ip);
-            if (admission.verdict == lab::ConnectionLimiter::Verdict::client_full) {
-                ++counters.refused_per_client;
-                refuser.refuse(std::move(*connection), 429);
-                continue;
-            }
-            if (admission.verdict == lab::ConnectionLimiter::Verdict::server_full) {
-                ++counters.refused_total;
-                refuser.refuse(std::move(*connection), 503);
-                continue;
-            }
-            // The slot travels with the task and is given back when the task is destroyed:
-            // after the connection closes, or at once if the thread cannot start.
-            const bool started = threads.spawn([&context, &counters, c = std::move(*connection),
-                                                slot = std::move(admission.slot)]() mutable {
-                const auto outcome = lab::serve_connection(std::move(c), context);
+        // accept → take a slot (or refuse) → serve, on up to max_total + 1 threads that each
+        // run this loop: one more than can hold slots, so a thread is always free to accept
+        // the next client, if only to refuse it.
+        lab::ServingThreads threads(
+            listener, static_cast<std::size_t>(options.max_total) + 1,
+            [&](lab::Connection connection) {
+                ++counters.accepted;
+                auto admission = limiter.try_acquire(connection.peer_ip);
+                if (admission.verdict == lab::ConnectionLimiter::Verdict::client_full) {
+                    ++counters.refused_per_client;
+                    refuser.refuse(std::move(connection), 429);
+                    return;
+                }
+                if (admission.verdict == lab::ConnectionLimiter::Verdict::server_full) {
+                    ++counters.refused_total;
+                    refuser.refuse(std::move(connection), 503);
+                    return;
+                }
+                const auto outcome = lab::serve_connection(std::move(connection), context);
                 if (outcome == lab::SessionOutcome::served) ++counters.served;
                 if (outcome == lab::SessionOutcome::timed_out) ++counters.timed_out;
+                // admission.slot is given back here, after the connection has closed.
             });
-            if (!started) lab::log_error("cannot start a thread; connection closed");
-        }
-        threads.join_all();
+        threads.run();
         return 0;
     } catch (const lab::StartupError& error) {
         return lab::report_startup_error(error);

@@ -28,11 +28,17 @@ namespace {
 // watches the read end, which stays readable from then on, so all waits end together.
 int g_stop_pipe[2] = {-1, -1};
 std::atomic<bool> g_stop{false};
+// The listening socket; shutting it down makes every blocked accept() return (EINVAL).
+std::atomic<int> g_listen_fd{-1};
+// Set while accept() keeps failing for lack of descriptors, so the log says it once.
+std::atomic<bool> g_out_of_fds{false};
 
 void on_signal(int) {
-    g_stop.store(true);
     const int saved = errno;
+    g_stop.store(true);
     [[maybe_unused]] const ssize_t n = ::write(g_stop_pipe[1], "x", 1);
+    // shutdown() is async-signal-safe, and it is what wakes threads blocked in accept().
+    if (const int fd = g_listen_fd.load(); fd >= 0) ::shutdown(fd, SHUT_RD);
     errno = saved;
 }
 
@@ -84,7 +90,7 @@ Listener::Listener(const std::string& address, std::uint16_t port) : address_(ad
         throw StartupError(2, "cannot use bind address '" + address + "': " + ::gai_strerror(rc));
     }
     std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard(found, &::freeaddrinfo);
-    fd_.reset(::socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    fd_.reset(::socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC, 0));
     if (!fd_.valid()) throw StartupError(1, std::string("socket: ") + errno_text(errno));
     const int one = 1;
     // Lets a restarted server bind at once while old connections sit in TIME_WAIT.
@@ -101,42 +107,51 @@ Listener::Listener(const std::string& address, std::uint16_t port) : address_(ad
     sockaddr_storage bound{};
     socklen_t len = sizeof bound;
     ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&bound), &len);
+    g_listen_fd.store(fd_.get());
     port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6&>(bound).sin6_port
                                               : reinterpret_cast<sockaddr_in&>(bound).sin_port);
+}
+
+Listener::~Listener() {
+    g_listen_fd.store(-1);
 }
 
 std::optional<Connection> Listener::accept() {
     while (!shutdown_requested()) {
         sockaddr_storage peer{};
         socklen_t len = sizeof peer;
+        // Blocks: the kernel wakes one waiting thread per client, and the shutdown request
+        // wakes them all (see on_signal).
         Fd client(::accept4(fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,
                             SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (client.valid()) {
+            if (g_out_of_fds.exchange(false)) log_error("accept: descriptors available again");
             const int one = 1;
             // Replies are written whole; waiting to coalesce them only adds latency.
             ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
             return Connection{std::move(client), ip_text(peer)};
         }
-        switch (errno) {
-            case EAGAIN:
-                // Nobody waiting: sleep until a client (or a shutdown request) arrives.
-                wait_for(fd_.get(), POLLIN, Clock::now() + std::chrono::hours(24));
-                continue;
+        const int err = errno;
+        switch (err) {
             case EINTR:
             case ECONNABORTED:
             case EPROTO:
-                continue;  // the client gave up before we got to it
+                continue;  // a signal, or the client gave up before we got to it
             case EMFILE:
             case ENFILE:
             case ENOBUFS:
             case ENOMEM:
-                // Out of descriptors: the pending client stays queued and would make poll()
-                // return at once forever, so sleep instead of spinning until some close.
-                log_error(std::string("accept: ") + errno_text(errno) + "; retrying shortly");
+                // Out of descriptors: the client stays queued and accept() would fail again
+                // at once, so sleep instead of spinning until some connection closes.
+                if (!g_out_of_fds.exchange(true)) {
+                    log_error("accept: " + errno_text(err) + "; retrying every " +
+                              std::to_string(kAcceptBackoff.count()) + " ms");
+                }
                 wait_for(-1, 0, Clock::now() + kAcceptBackoff);
                 continue;
             default:
-                log_error(std::string("accept: ") + errno_text(errno));
+                if (shutdown_requested()) break;  // EINVAL: the socket was shut down for us
+                log_error("accept: " + errno_text(err));
                 wait_for(-1, 0, Clock::now() + kAcceptBackoff);
                 continue;
         }
@@ -262,11 +277,7 @@ bool shutdown_requested() noexcept {
 }
 
 void request_shutdown() noexcept {
-    if (g_stop_pipe[1] >= 0) {
-        on_signal(0);
-    } else {
-        g_stop.store(true);
-    }
+    on_signal(0);
 }
 
 int shutdown_fd() noexcept {

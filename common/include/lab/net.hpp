@@ -27,10 +27,17 @@ inline constexpr std::chrono::milliseconds kAcceptBackoff{100};
 inline constexpr int kListenBacklog = 1024;
 
 /// @brief A listening socket whose accept() returns nothing once shutdown was requested.
+///
+/// accept() may be called from several threads at once. A process has one Listener: the
+/// shutdown request shuts its socket down, which wakes every thread blocked in accept().
 class Listener {
   public:
     /// @brief Binds @p address:@p port with SO_REUSEADDR and listens; throws StartupError.
     Listener(const std::string& address, std::uint16_t port);
+    Listener(const Listener&) = delete;
+    Listener& operator=(const Listener&) = delete;
+    /// @brief Closes the socket; a later shutdown request no longer refers to it.
+    ~Listener();
 
     /// @brief Waits for the next client; nullopt once SIGINT/SIGTERM arrived.
     ///

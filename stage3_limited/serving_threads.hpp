@@ -1,0 +1,95 @@
+/// @file serving_threads.hpp
+/// @brief A bounded set of threads that each accept and serve connections themselves.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <functional>
+#include <mutex>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "lab/log.hpp"
+#include "lab/net.hpp"
+
+namespace lab {
+
+/// @brief Up to `max_threads` threads, each running accept → serve → accept on one Listener.
+///
+/// Handing each connection from an accepting thread to a serving thread costs a wake-up and
+/// a context switch per connection, which on a small file costs more than the serving
+/// itself. Here the thread that accepts a connection serves it, and the kernel wakes exactly
+/// one of the threads blocked in accept() per client. Threads are started only as load needs
+/// them: when the last thread waiting in accept() takes a client, it starts another one
+/// (while fewer than `max_threads` exist), so a thread is ready for the next client. They are
+/// kept afterwards, and all of them are joined when shutdown is requested.
+class ServingThreads {
+  public:
+    /// @brief What a thread does with each accepted connection.
+    using Handler = std::function<void(Connection)>;
+
+    /// @brief Threads for @p listener, at most @p max_threads (≥ 1), serving with @p handler.
+    ServingThreads(Listener& listener, std::size_t max_threads, Handler handler)
+        : listener_(listener), max_threads_(max_threads), handler_(std::move(handler)) {}
+    ServingThreads(const ServingThreads&) = delete;
+    ServingThreads& operator=(const ServingThreads&) = delete;
+    ~ServingThreads() { join_all(); }
+
+    /// @brief Serves on the calling thread (and those it starts) until shutdown; joins them all.
+    void run() {
+        loop();
+        join_all();
+    }
+
+    /// @brief Threads running the loop now, the calling thread of run() included.
+    [[nodiscard]] std::size_t size() const {
+        std::lock_guard lock(mutex_);
+        return threads_.size() + 1;
+    }
+
+  private:
+    // One thread's life: wait in accept(), make sure someone else waits, serve, repeat.
+    void loop() {
+        while (true) {
+            ++waiting_;
+            auto connection = listener_.accept();
+            if (--waiting_ == 0 && connection) start_another();
+            if (!connection) return;
+            handler_(std::move(*connection));
+        }
+    }
+
+    // Starts one more thread if the cap allows; failure leaves the running ones serving.
+    void start_another() {
+        std::lock_guard lock(mutex_);
+        if (stopping_ || threads_.size() + 1 >= max_threads_) return;
+        try {
+            threads_.emplace_back([this] { loop(); });
+        } catch (const std::system_error& error) {
+            log_error(std::string("cannot start another thread: ") + error.what());
+        }
+    }
+
+    void join_all() {
+        std::vector<std::thread> threads;
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+            threads.swap(threads_);
+        }
+        for (auto& thread : threads) {
+            if (thread.joinable()) thread.join();
+        }
+    }
+
+    Listener& listener_;
+    const std::size_t max_threads_;
+    const Handler handler_;
+    std::atomic<std::size_t> waiting_{0};  // threads blocked in accept() right now
+    mutable std::mutex mutex_;
+    bool stopping_ = false;
+    std::vector<std::thread> threads_;  // started by loop(); the run() caller is not here
+};
+
+}  // namespace lab
