@@ -262,7 +262,9 @@ void install_signal_handlers() {
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
+    // No SA_RESTART: a blocked call must return EINTR (every loop here retries it) so that
+    // sanitizers, which run handlers only when a call returns, run ours promptly too.
+    sa.sa_flags = 0;
     ::sigaction(SIGINT, &sa, nullptr);
     ::sigaction(SIGTERM, &sa, nullptr);
     // A client that vanishes mid-reply must cost an EPIPE, not the whole process.
