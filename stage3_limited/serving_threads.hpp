@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -19,9 +20,9 @@ namespace lab {
 ///
 /// Handing each connection from an accepting thread to a serving thread costs a wake-up and
 /// a context switch per connection, which on a small file costs more than the serving
-/// itself. Here the thread that accepts a connection serves it, and the kernel wakes exactly
-/// one of the threads blocked in accept() per client. Threads are started only as load needs
-/// them: when the last thread waiting in accept() takes a client, it starts another one
+/// itself. Here the thread that accepts a connection serves it, and while it does, the next
+/// thread takes its turn in accept(). Threads are started only as load needs
+/// them: when the last thread waiting to accept takes a client, it starts another one
 /// (while fewer than `max_threads` exist), so a thread is ready for the next client. They are
 /// kept afterwards, and all of them are joined when shutdown is requested.
 class ServingThreads {
@@ -53,11 +54,20 @@ class ServingThreads {
     void loop() {
         while (true) {
             ++waiting_;
-            auto connection = listener_.accept();
+            auto connection = accept_one();
             if (--waiting_ == 0 && connection) start_another();
             if (!connection) return;
             handler_(std::move(*connection));
         }
+    }
+
+    // Accepts with the accept lock held, so only one thread at a time is blocked in accept():
+    // the kernel reserves a descriptor for every blocked accept(), and a whole pool of them
+    // would hold as many descriptors as threads, leaving none for files (Apache's prefork
+    // serialises accept() with a mutex too). The others queue on the lock, holding nothing.
+    std::optional<Connection> accept_one() {
+        std::lock_guard lock(accept_mutex_);
+        return listener_.accept();
     }
 
     // Starts one more thread if the cap allows; failure leaves the running ones serving.
@@ -86,7 +96,8 @@ class ServingThreads {
     Listener& listener_;
     const std::size_t max_threads_;
     const Handler handler_;
-    std::atomic<std::size_t> waiting_{0};  // threads blocked in accept() right now
+    std::mutex accept_mutex_;
+    std::atomic<std::size_t> waiting_{0};  // threads in accept_one() right now
     mutable std::mutex mutex_;
     bool stopping_ = false;
     std::vector<std::thread> threads_;  // started by loop(); the run() caller is not here

@@ -30,8 +30,10 @@ int g_stop_pipe[2] = {-1, -1};
 std::atomic<bool> g_stop{false};
 // The listening socket; shutting it down makes every blocked accept() return (EINVAL).
 std::atomic<int> g_listen_fd{-1};
-// Set while accept() keeps failing for lack of descriptors, so the log says it once.
-std::atomic<bool> g_out_of_fds{false};
+// When accept() last logged running out of descriptors (steady clock, ms), so a long
+// episode costs one line every kExhaustionLogInterval, not one per retry.
+std::atomic<long long> g_out_of_fds_logged{-1'000'000};
+constexpr std::chrono::milliseconds kExhaustionLogInterval{5000};
 
 void on_signal(int) {
     const int saved = errno;
@@ -125,7 +127,6 @@ std::optional<Connection> Listener::accept() {
         Fd client(::accept4(fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,
                             SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (client.valid()) {
-            if (g_out_of_fds.exchange(false)) log_error("accept: descriptors available again");
             const int one = 1;
             // Replies are written whole; waiting to coalesce them only adds latency.
             ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -143,7 +144,11 @@ std::optional<Connection> Listener::accept() {
             case ENOMEM:
                 // Out of descriptors: the client stays queued and accept() would fail again
                 // at once, so sleep instead of spinning until some connection closes.
-                if (!g_out_of_fds.exchange(true)) {
+                if (const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         Clock::now().time_since_epoch())
+                                         .count();
+                    now - g_out_of_fds_logged.load() >= kExhaustionLogInterval.count()) {
+                    g_out_of_fds_logged.store(now);
                     log_error("accept: " + errno_text(err) + "; retrying every " +
                               std::to_string(kAcceptBackoff.count()) + " ms");
                 }

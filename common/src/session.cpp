@@ -50,7 +50,8 @@ HeadRead read_request_head(int fd, std::chrono::seconds timeout) {
 
 // The first line of what a client sent, cut short, for logging a rejected request.
 std::string first_line(std::string_view bytes) {
-    const std::string_view line = bytes.substr(0, bytes.find('\n'));
+    std::string_view line = bytes.substr(0, bytes.find('\n'));
+    if (line.ends_with('\r')) line.remove_suffix(1);
     return std::string(line.substr(0, std::min(line.size(), kLoggedLineMax)));
 }
 
