@@ -1,0 +1,268 @@
+"""What a check gets to work with: a fresh document root, a fresh server, and clients.
+
+Every socket a check opens through its context is tracked, so when the check runs out of
+time the runner can close them all (waking any blocked ``recv``) and stop the server, and the
+abandoned check thread can do no more harm.
+"""
+
+from __future__ import annotations
+
+import select
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import httpclient
+from .httpclient import ProtocolError, Response
+from .registry import Check, CheckFailed
+from .server import ServerProcess
+
+#: Files every document root must hold (the checks fetch them).
+REQUIRED_FILES = ("index.html", "logo.png", "style.css", "guide.pdf")
+
+#: Test files the grader adds to the document root, with their sizes.
+TEST_FILES = {"grader-data/big.bin": 2 << 20, "grader-data/medium.bin": 300_000}
+
+#: Statuses accepted as "connection refused by a limit".
+REFUSAL_STATUSES = (429, 503)
+
+
+@dataclass
+class Settings:
+    """One grading run's parameters, shared by all its checks."""
+
+    command: str
+    profile: str
+    maxclient: int
+    maxtotal: int
+    source_root: Path
+    logs_dir: Path
+    scale: float = 1.0
+    startup_timeout: float = 10.0
+    test_data: dict[str, bytes] = field(default_factory=dict)
+
+
+class CheckContext:
+    """The environment of one check run."""
+
+    def __init__(self, check: Check, settings: Settings):
+        self.check = check
+        self.settings = settings
+        self.profile = settings.profile
+        self.maxclient = settings.maxclient
+        self.maxtotal = settings.maxtotal
+        self.scale = settings.scale
+        self.base = Path(tempfile.mkdtemp(prefix=f"grade-{check.id}-"))
+        self.root = self.base / "root"
+        self.secret_marker = f"SECRET-{uuid.uuid4().hex}"
+        self.secret = self.base / "secret.txt"
+        self.server: ServerProcess | None = None
+        self.notes: list[str] = []
+        self.cancelled = threading.Event()
+        self._socks: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    # -- set-up and tear-down (called by the runner) ----------------------------------------
+
+    def prepare_root(self) -> None:
+        """Copies the source root, adds the test files, and plants a secret beside the root."""
+        shutil.copytree(self.settings.source_root, self.root, symlinks=False)
+        for rel, data in self.settings.test_data.items():
+            self.add_file(rel, data)
+        self.secret.write_text(f"{self.secret_marker}\nthis file is outside the document root\n")
+
+    def start_server(self) -> None:
+        """Starts a fresh server on this check's root (raises ServerStartError if it fails)."""
+        values = {"root": self.root, "maxclient": self.maxclient, "maxtotal": self.maxtotal}
+        with self._lock:
+            if self.cancelled.is_set():
+                raise CheckFailed("the check was stopped before the server started")
+            self.server = ServerProcess(self.settings.command, values, self.root,
+                                        self.settings.logs_dir / self.check.id)
+        self.server.start(self.settings.startup_timeout * self.scale)
+
+    def abort(self) -> None:
+        """Stops everything this check started: its sockets (waking blocked reads) and server."""
+        self.cancelled.set()
+        with self._lock:
+            socks = list(self._socks)
+            self._socks.clear()
+            server = self.server
+        for sock in socks:
+            close_quietly(sock)
+        if server is not None:
+            server.stop()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    # -- helpers for checks -------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self.server is None:
+            raise CheckFailed("no server is running for this check")
+        return self.server.port
+
+    def seconds(self, value: float) -> float:
+        """@p value seconds times --timeout-scale: use it for "must happen within" bounds."""
+        return value * self.scale
+
+    def fail(self, message: str):
+        raise CheckFailed(message)
+
+    def expect(self, condition, message: str) -> None:
+        if not condition:
+            raise CheckFailed(message)
+
+    def note(self, message: str) -> None:
+        """Adds a line to the check's output (shown whether it passes or fails)."""
+        self.notes.append(message)
+
+    def file_bytes(self, rel: str) -> bytes:
+        return (self.root / rel).read_bytes()
+
+    def add_file(self, rel: str, data: bytes) -> Path:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+    def connect(self, source_ip: str | None = None, timeout: float = 10.0) -> socket.socket:
+        """A tracked connection to the server from @p source_ip (127.x.y.z), or fails the check."""
+        if self.cancelled.is_set():
+            raise CheckFailed("the check was stopped")
+        try:
+            sock = httpclient.connect(self.port, source_ip, self.seconds(timeout))
+        except OSError as error:
+            raise CheckFailed(f"could not connect to 127.0.0.1:{self.port}"
+                              f"{' from ' + source_ip if source_ip else ''}: {error}") from error
+        with self._lock:
+            if self.cancelled.is_set():
+                close_quietly(sock)
+                raise CheckFailed("the check was stopped")
+            self._socks.add(sock)
+        return sock
+
+    def close(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.discard(sock)
+        close_quietly(sock)
+
+    def read_reply(self, sock: socket.socket, timeout: float, method: str = "GET"):
+        """(bytes, how) from httpclient.read_reply with a scaled deadline."""
+        return httpclient.read_reply(sock, time.monotonic() + self.seconds(timeout), method)
+
+    def exchange(self, data: bytes, source_ip: str | None = None, timeout: float = 10.0,
+                 method: str = "GET") -> tuple[bytes, str]:
+        """Sends @p data on a new connection; returns what came back and how it ended."""
+        sock = self.connect(source_ip, timeout)
+        try:
+            try:
+                sock.sendall(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the reply, if any, may already be waiting
+            return self.read_reply(sock, timeout, method)
+        finally:
+            self.close(sock)
+
+    def request(self, target: str, method: str = "GET", headers: dict[str, str] | None = None,
+                source_ip: str | None = None, timeout: float = 10.0) -> Response:
+        """One HTTP/1.0 request; fails the check when no well-formed response comes back."""
+        raw, how = self.exchange(httpclient.request_bytes(method, target, headers=headers),
+                                 source_ip, timeout, method)
+        return self.parse(raw, how, f"{method} {target}", timeout)
+
+    def parse(self, raw: bytes, how: str, what: str, timeout: float) -> Response:
+        if how == "timeout" and not raw:
+            self.fail(f"{what}: no reply within {self.seconds(timeout):g} s")
+        try:
+            reply = httpclient.parse_response(raw)
+        except ProtocolError as error:
+            self.fail(f"{what}: {error}" + (" (then the read timed out)" if how == "timeout" else ""))
+        if how == "timeout" and "content-length" not in reply.headers:
+            self.fail(f"{what}: the reply had no Content-Length and the connection was not "
+                      f"closed within {self.seconds(timeout):g} s")
+        if how == "timeout":
+            self.fail(f"{what}: the body was cut short: {len(reply.body)} of "
+                      f"{reply.headers['content-length']} bytes within {self.seconds(timeout):g} s")
+        return reply
+
+    def hold(self, source_ips: list[str], settle: float = 0.5, attempts: int = 3) -> list[socket.socket]:
+        """Opens one idle connection per entry of @p source_ips and checks the server kept them
+        all open (admitted, not refused or closed). Returns the sockets.
+
+        A slot given back just before (the readiness probe's) may be counted a moment longer,
+        so when some are refused the whole set is closed and tried again, up to @p attempts.
+        """
+        problem = ""
+        for attempt in range(attempts):
+            socks = [self.connect(ip) for ip in source_ips]
+            time.sleep(settle)  # a server that refuses answers at once; give it that moment
+            closed = readable(socks)
+            if not closed:
+                return socks
+            index = socks.index(closed[0])
+            raw, how = self.read_reply(closed[0], 1.0)
+            problem = (f"{len(closed)} of {len(socks)} idle connections (within the limits) were "
+                       f"answered or closed at once; connection #{index + 1} from "
+                       f"{source_ips[index]} got: {httpclient.describe(raw, how)}")
+            for sock in socks:
+                self.close(sock)
+            time.sleep(0.5 * (attempt + 1))
+        self.fail(problem)
+
+    def wait_for_service(self, source_ip: str, timeout: float, target: str = "/index.html") -> tuple[Response, int]:
+        """Retries GET @p target from @p source_ip until it is served 200 (slots come back
+        asynchronously after a close). Returns the reply and the number of tries."""
+        deadline = time.monotonic() + self.seconds(timeout)
+        tries = 0
+        last = ""
+        while True:
+            tries += 1
+            raw, how = self.exchange(httpclient.request_bytes("GET", target), source_ip, 5.0)
+            try:
+                reply = httpclient.parse_response(raw)
+                if reply.status == 200:
+                    return reply, tries
+                last = reply.status_line
+            except ProtocolError as error:
+                last = str(error)
+            if time.monotonic() >= deadline:
+                self.fail(f"GET {target} from {source_ip} was still not served {self.seconds(timeout):g} s "
+                          f"later ({tries} tries); last answer: {last}")
+            time.sleep(0.1)
+
+
+def readable(socks: list[socket.socket]) -> list[socket.socket]:
+    """Those of @p socks with data or EOF waiting (poll, so any number of descriptors works)."""
+    poller = select.poll()
+    by_fd = {}
+    for sock in socks:
+        poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+        by_fd[sock.fileno()] = sock
+    return [by_fd[fd] for fd, _ in poller.poll(0)]
+
+
+def close_quietly(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def client_ips(block: int, count: int) -> list[str]:
+    """@p count distinct loopback addresses ``127.<block>.x.y`` (never 127.0.0.1, which the
+    readiness probe uses)."""
+    if not 1 <= block <= 254:
+        raise ValueError("block must be 1..254")
+    return [f"127.{block}.{i // 250}.{i % 250 + 2}" for i in range(count)]

@@ -1,0 +1,99 @@
+"""Runs checks one by one, each in its own thread under its own timeout, and never lets a
+hanging server, a crashing server or a broken check stop the grading."""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+
+from .context import CheckContext, Settings
+from .registry import Check, CheckFailed
+from .server import ServerStartError, describe_status
+
+
+@dataclass
+class Result:
+    """The outcome of one check."""
+
+    check: Check
+    passed: bool
+    score: float
+    output: str
+    duration: float
+    kind: str = ""  #: why it failed: "failed", "timeout", "exception", "startup"
+    message: str = ""  #: one-line reason (the JUnit failure message)
+
+
+def run_check(check: Check, settings: Settings) -> Result:
+    """Runs @p check against a fresh server; always returns a Result."""
+    ctx = CheckContext(check, settings)
+    outcome: dict = {}
+    lock = threading.Lock()
+
+    def body():
+        try:
+            ctx.prepare_root()
+            if check.needs_server:
+                ctx.start_server()
+            check.func(ctx)
+            server = ctx.server
+            if server is not None and not server.alive():
+                raise CheckFailed(f"the server exited (status {describe_status(server.exit_status())}) "
+                                  f"during the check")
+            found = ("passed", "", "")
+        except ServerStartError as error:
+            found = ("startup", str(error), "")
+        except (CheckFailed, AssertionError) as error:
+            message = str(error) or f"{type(error).__name__} at\n{traceback.format_exc()}"
+            found = ("failed", message, "")
+        except BaseException as error:  # the grader's own bug, or a check's: fail, keep going
+            found = ("exception", f"{type(error).__name__}: {error}", traceback.format_exc())
+        with lock:
+            outcome.setdefault("found", found)
+
+    start = time.monotonic()
+    thread = threading.Thread(target=body, name=f"check-{check.id}", daemon=True)
+    thread.start()
+    limit = check.timeout * settings.scale
+    try:
+        thread.join(limit)
+    except BaseException:  # Ctrl-C: leave no server behind
+        ctx.abort()
+        ctx.cleanup()
+        raise
+    with lock:  # whichever comes first, the check's own end or the timeout, decides
+        outcome.setdefault("found", ("timeout", f"timed out after {limit:g} s", ""))
+    kind, message, trace = outcome["found"]
+    server = ctx.server
+    died = server.exit_status() if server is not None else None  # before we stop it ourselves
+    try:
+        ctx.abort()  # closes the check's sockets and stops its server, even if it still runs
+    except Exception:
+        trace += "\nwhile stopping the server:\n" + traceback.format_exc()
+    duration = time.monotonic() - start
+    passed = kind == "passed"
+    if kind in ("failed", "timeout") and died is not None and "exited" not in message:
+        message += f" (the server had exited with status {describe_status(died)})"
+    output = compose_output(ctx, passed, message, trace)
+    ctx.cleanup()
+    return Result(check, passed, check.points if passed else 0.0, output, duration,
+                  "" if passed else kind, message.split("\n", 1)[0][:1000])
+
+
+def compose_output(ctx: CheckContext, passed: bool, message: str, trace: str) -> str:
+    """The text shown for a check: reason, what was observed, and the server's log tails."""
+    parts = []
+    if not passed:
+        parts.append(message)
+    if ctx.notes:
+        parts.append("\n".join(f"  {note}" for note in ctx.notes))
+    if trace:
+        parts.append(trace.rstrip())
+    if not passed and ctx.server is not None:
+        parts.append(f"server command: {ctx.server.command}")
+        tails = ctx.server.log_tails()
+        if tails:
+            parts.append(tails)
+    return "\n".join(parts) if parts else "passed"

@@ -1,0 +1,243 @@
+"""Starting and stopping the server under test, whatever language it is written in.
+
+The command is a template run by ``/bin/sh -c`` in a new session (its own process group), so
+stopping it reaches every process it started: SIGTERM to the group, then SIGKILL. Its output
+goes to files, never to a pipe nobody reads (a busy access log would fill the pipe and block
+the server), and their tails go into the failure messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import socket
+import string
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+#: The placeholders a --server-cmd may use, with what they stand for.
+PLACEHOLDERS = {
+    "port": "the TCP port the grader picked; the server must listen on 127.0.0.1:{port}",
+    "root": "absolute path of the document root the grader prepared (also the server's cwd)",
+    "maxclient": "the --maxclient value: open connections allowed per client IP",
+    "maxtotal": "the --maxtotal value: open connections allowed in all",
+}
+
+#: How long a stopped server may take to exit after SIGTERM before its group gets SIGKILL.
+STOP_GRACE = 3.0
+#: Attempts to start when the chosen port turns out to be taken (another program got it first).
+PORT_ATTEMPTS = 3
+
+
+class ServerStartError(Exception):
+    """The server did not come up: exited, or never accepted a connection."""
+
+
+def placeholder_names(template: str) -> list[str]:
+    """The ``{names}`` used in @p template; raises ValueError on malformed braces."""
+    names = []
+    for _, field, spec, conversion in string.Formatter().parse(template):
+        if field is None:
+            continue
+        if spec or conversion or not field.isidentifier():
+            raise ValueError(f"bad placeholder {{{field}{'!' + conversion if conversion else ''}"
+                             f"{':' + spec if spec else ''}}} (write {{{{ and }}}} for literal braces)")
+        names.append(field)
+    return names
+
+
+def validate_template(template: str) -> None:
+    """Raises ValueError when @p template uses an unknown placeholder or lacks ``{port}``."""
+    names = placeholder_names(template)
+    unknown = sorted(set(names) - set(PLACEHOLDERS))
+    if unknown:
+        raise ValueError(f"unknown placeholder(s) {', '.join('{' + n + '}' for n in unknown)}; "
+                         f"known: {', '.join('{' + n + '}' for n in PLACEHOLDERS)}")
+    if "port" not in names:
+        raise ValueError("the server command must contain {port}: the grader picks the port")
+
+
+_PLAIN_WORD = re.compile(r"(?<![^\s])[\w.+/-]+(?![^\s])")
+
+
+def absolutize(template: str, base: Path) -> tuple[str, list[tuple[str, str]]]:
+    """Makes plain words of @p template that name an existing *file* relative to @p base
+    absolute, since the server runs in the document root, not where the grader was started:
+    ``python3 my_server.py -p {port}`` keeps working. Directories, options (``-x``), words
+    with quotes, ``$`` or placeholders are left alone. Returns (template, [(old, new), ...]).
+    """
+    changes = []
+
+    def fix(match: re.Match) -> str:
+        word = match[0]
+        if word.startswith("-") or word.startswith("/"):
+            return word
+        path = base / word
+        if not path.is_file():
+            return word
+        new = shlex.quote(str(path.resolve()))
+        changes.append((word, new))
+        return new
+
+    return _PLAIN_WORD.sub(fix, template), changes
+
+
+def render(template: str, values: dict[str, object]) -> str:
+    """@p template with each placeholder replaced by its shell-quoted value."""
+    return template.format_map({k: shlex.quote(str(v)) for k, v in values.items()})
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tail(path: Path, lines: int = 20, max_bytes: int = 4000) -> str:
+    """The last @p lines lines (at most @p max_bytes bytes) of a file, decoded leniently."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", "replace")
+    if size > max_bytes:
+        text = text.split("\n", 1)[-1]
+    return "\n".join(text.rstrip("\n").split("\n")[-lines:])
+
+
+class ServerProcess:
+    """One run of the server command, logging to ``<log_prefix>.stdout`` / ``.stderr``."""
+
+    def __init__(self, template: str, values: dict[str, object], cwd: Path, log_prefix: Path):
+        self.template = template
+        self.values = dict(values)
+        self.cwd = cwd
+        self.stdout_path = log_prefix.with_name(log_prefix.name + ".stdout")
+        self.stderr_path = log_prefix.with_name(log_prefix.name + ".stderr")
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.command = ""
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def start(self, startup_timeout: float) -> None:
+        """Starts the server on a free port and waits until it accepts a TCP connection.
+
+        Raises ServerStartError (after stopping what it started) when it exits first or does
+        not accept within @p startup_timeout seconds.
+        """
+        for attempt in range(PORT_ATTEMPTS):
+            self.port = free_port()
+            self.values["port"] = self.port
+            self.command = render(self.template, self.values)
+            with self._lock:
+                if self._stopped:
+                    raise ServerStartError("the check was stopped before the server started")
+                with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+                    self.proc = subprocess.Popen(
+                        ["/bin/sh", "-c", self.command],
+                        cwd=self.cwd,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=err,
+                        start_new_session=True,
+                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                    )
+            try:
+                self._wait_ready(startup_timeout)
+                return
+            except ServerStartError as error:
+                status = self.proc.poll()
+                self._kill(self.proc)
+                in_use = "in use" in (tail(self.stderr_path) + tail(self.stdout_path)).lower()
+                if status is not None and in_use and attempt + 1 < PORT_ATTEMPTS:
+                    continue  # someone else took the port between free_port() and bind()
+                raise error
+
+    def _wait_ready(self, startup_timeout: float) -> None:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            status = self.proc.poll()
+            if status is not None:
+                raise ServerStartError(
+                    f"the server exited with status {describe_status(status)} before accepting "
+                    f"connections (command: {self.command})")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return  # accepted: ready. Closing at once lets a sequential server move on.
+            except OSError:
+                pass
+            if time.monotonic() >= deadline:
+                raise ServerStartError(
+                    f"the server did not accept connections on 127.0.0.1:{self.port} within "
+                    f"{startup_timeout:g} s (command: {self.command}); it must listen on the "
+                    f"port given by {{port}}")
+            time.sleep(0.05)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def exit_status(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    def stop(self) -> int | None:
+        """Stops the server's whole process group: SIGTERM, then SIGKILL after STOP_GRACE.
+        Safe to call more than once and from another thread. Returns the leader's status."""
+        with self._lock:
+            self._stopped = True  # a start() still under way in another thread gives up
+            proc = self.proc
+        if proc is None:
+            return None
+        return self._kill(proc)
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> int | None:
+        if proc.poll() is None:
+            signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                pass
+        # Children that outlived the leader (or ignored SIGTERM) go too.
+        signal_group(proc.pid, signal.SIGKILL)
+        try:
+            proc.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            pass
+        return proc.poll()
+
+    def log_tails(self, lines: int = 20) -> str:
+        """The tails of the server's stdout and stderr, labelled, or '' when both are empty."""
+        parts = []
+        for label, path in (("stdout", self.stdout_path), ("stderr", self.stderr_path)):
+            text = tail(path, lines)
+            if text.strip():
+                parts.append(f"--- server {label} (last {lines} lines, {path.name}) ---\n{text}")
+        return "\n".join(parts)
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    """Sends @p signum to process group @p pgid (the server's session) if it still exists."""
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def describe_status(status: int) -> str:
+    """``3``, or ``-9 (killed by SIGKILL)``."""
+    if status < 0:
+        try:
+            return f"{status} (killed by {signal.Signals(-status).name})"
+        except ValueError:
+            return str(status)
+    return str(status)
