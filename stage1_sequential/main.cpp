@@ -21,7 +21,7 @@ constexpr lab::StageInfo kStage{
 int main(int argc, char* argv[]) {
     try {
         const lab::Options options = lab::parse_options(argc, argv, kStage);
-        lab::install_signal_handlers();
+        const lab::SignalWatcher signals;  // SIGINT/SIGTERM → shutdown request
         lab::Listener listener(options.bind, options.port);
         const lab::ServerContext context = lab::make_context(options);
         lab::announce(kStage.name, listener, options);

@@ -64,7 +64,7 @@ std::string status_json(const lab::ConnectionLimiter& limiter, const Counters& c
 int main(int argc, char* argv[]) {
     try {
         const lab::Options options = lab::parse_options(argc, argv, kStage);
-        lab::install_signal_handlers();
+        const lab::SignalWatcher signals;  // SIGINT/SIGTERM → shutdown request
         lab::Listener listener(options.bind, options.port);
         lab::ConnectionLimiter limiter(options.max_per_client, options.max_total);
         Counters counters;

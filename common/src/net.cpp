@@ -5,7 +5,10 @@
 #include <cerrno>
 #include <csignal>
 
+#include <mutex>
 #include <thread>
+
+#include <pthread.h>
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -24,7 +27,7 @@ namespace lab {
 
 namespace {
 
-// The self-pipe: the signal handler writes one byte, and every poll() in the program also
+// The shutdown pipe: request_shutdown() writes one byte, and every poll() in the program also
 // watches the read end, which stays readable from then on, so all waits end together.
 int g_stop_pipe[2] = {-1, -1};
 std::atomic<bool> g_stop{false};
@@ -35,13 +38,14 @@ std::atomic<int> g_listen_fd{-1};
 std::atomic<long long> g_out_of_fds_logged{-1'000'000};
 constexpr std::chrono::milliseconds kExhaustionLogInterval{5000};
 
-void on_signal(int) {
-    const int saved = errno;
-    g_stop.store(true);
-    [[maybe_unused]] const ssize_t n = ::write(g_stop_pipe[1], "x", 1);
-    // shutdown() is async-signal-safe, and it is what wakes threads blocked in accept().
-    if (const int fd = g_listen_fd.load(); fd >= 0) ::shutdown(fd, SHUT_RD);
-    errno = saved;
+// Creates the shutdown pipe once.
+void make_stop_pipe() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        if (::pipe2(g_stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+            throw StartupError(1, "pipe: " + errno_text(errno));
+        }
+    });
 }
 
 int ms_until(Clock::time_point deadline) {
@@ -123,7 +127,7 @@ std::optional<Connection> Listener::accept() {
         sockaddr_storage peer{};
         socklen_t len = sizeof peer;
         // Blocks: the kernel wakes one waiting thread per client, and the shutdown request
-        // wakes them all (see on_signal).
+        // wakes them all (see request_shutdown).
         Fd client(::accept4(fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,
                             SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (client.valid()) {
@@ -258,25 +262,32 @@ void close_gracefully(Fd fd, std::chrono::milliseconds linger) {
     }
 }
 
-void install_signal_handlers() {
-    if (g_stop_pipe[0] < 0) {
-        if (::pipe2(g_stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
-            throw StartupError(1, std::string("pipe: ") + errno_text(errno));
-        }
-    }
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    // No SA_RESTART: a blocked call must return EINTR (every loop here retries it) so that
-    // sanitizers, which run handlers only when a call returns, run ours promptly too.
-    sa.sa_flags = 0;
-    ::sigaction(SIGINT, &sa, nullptr);
-    ::sigaction(SIGTERM, &sa, nullptr);
+SignalWatcher::SignalWatcher() {
+    make_stop_pipe();
     // A client that vanishes mid-reply must cost an EPIPE, not the whole process.
     struct sigaction ignore {};
     ignore.sa_handler = SIG_IGN;
     sigemptyset(&ignore.sa_mask);
     ::sigaction(SIGPIPE, &ignore, nullptr);
+    // Blocked here, before any other thread exists, so every thread inherits the mask and
+    // the signals are only ever taken by sigwait() below: no code runs in a signal handler.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    thread_ = std::thread([stop_signals] {
+        int signal = 0;
+        while (::sigwait(&stop_signals, &signal) != 0) {
+        }
+        request_shutdown();
+    });
+}
+
+SignalWatcher::~SignalWatcher() {
+    // Still waiting if no signal came (main is leaving for another reason): wake it.
+    if (!shutdown_requested()) ::pthread_kill(thread_.native_handle(), SIGTERM);
+    thread_.join();
 }
 
 bool shutdown_requested() noexcept {
@@ -284,7 +295,10 @@ bool shutdown_requested() noexcept {
 }
 
 void request_shutdown() noexcept {
-    on_signal(0);
+    g_stop.store(true);
+    [[maybe_unused]] const ssize_t n = ::write(g_stop_pipe[1], "x", 1);
+    // What wakes threads blocked in accept(): they return EINVAL from the shut socket.
+    if (const int fd = g_listen_fd.load(); fd >= 0) ::shutdown(fd, SHUT_RD);
 }
 
 int shutdown_fd() noexcept {

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "lab/fd.hpp"
 
@@ -96,8 +97,25 @@ inline constexpr std::size_t kLingerMaxBytes = 1 << 20;
 /// @p linger passes, or kLingerMaxBytes were read.
 void close_gracefully(Fd fd, std::chrono::milliseconds linger);
 
-/// @brief Installs SIGINT/SIGTERM handlers that request shutdown, and ignores SIGPIPE.
-void install_signal_handlers();
+/// @brief Turns SIGINT and SIGTERM into a shutdown request while it lives; ignores SIGPIPE.
+///
+/// Create it first thing in main, before any other thread: it blocks both signals in the
+/// calling thread, so every thread started later inherits the mask, and one watcher thread
+/// takes them with sigwait() and calls request_shutdown(). No code runs inside a signal
+/// handler, so nothing has to be async-signal-safe and sanitizers see ordinary calls.
+class SignalWatcher {
+  public:
+    /// @brief Blocks the signals and starts the watcher thread; throws StartupError.
+    SignalWatcher();
+    SignalWatcher(const SignalWatcher&) = delete;
+    SignalWatcher& operator=(const SignalWatcher&) = delete;
+    /// @brief Stops and joins the watcher thread.
+    ~SignalWatcher();
+
+  private:
+    std::thread thread_;
+};
+
 /// @brief True once SIGINT or SIGTERM arrived (or request_shutdown() was called).
 [[nodiscard]] bool shutdown_requested() noexcept;
 /// @brief Requests shutdown from inside the program.
