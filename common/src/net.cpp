@@ -271,22 +271,30 @@ SignalWatcher::SignalWatcher() {
     ::sigaction(SIGPIPE, &ignore, nullptr);
     // Blocked here, before any other thread exists, so every thread inherits the mask and
     // the signals are only ever taken by sigwait() below: no code runs in a signal handler.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-    thread_ = std::thread([stop_signals] {
+    // SIGUSR1 only wakes the watcher when the program ends without a stop signal.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGUSR1);
+    ::pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    thread_ = std::thread([this, signals] {
         int signal = 0;
-        while (::sigwait(&stop_signals, &signal) != 0) {
+        while (true) {
+            if (::sigwait(&signals, &signal) != 0) continue;
+            if (signal == SIGINT || signal == SIGTERM) {
+                request_shutdown();
+                return;
+            }
+            if (leaving_.load()) return;
         }
-        request_shutdown();
     });
 }
 
 SignalWatcher::~SignalWatcher() {
-    // Still waiting if no signal came (main is leaving for another reason): wake it.
-    if (!shutdown_requested()) ::pthread_kill(thread_.native_handle(), SIGTERM);
+    leaving_.store(true);
+    // Still waiting if no stop signal came (main is leaving for another reason): wake it.
+    if (!shutdown_requested()) ::pthread_kill(thread_.native_handle(), SIGUSR1);
     thread_.join();
 }
 

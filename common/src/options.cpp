@@ -19,7 +19,7 @@ namespace {
 enum LongOnly : int { kMaxClient = 256, kMaxTotal, kStatus, kVersion, kAllowAgent, kDenyAgent };
 
 [[noreturn]] void usage_error(const StageInfo& stage, const std::string& message) {
-    throw StartupError(2, std::string(stage.name) + ": " + message + " (try --help)");
+    throw StartupError(2, message + " (try " + std::string(stage.name) + " --help)");
 }
 
 // Parses a whole decimal integer in [lo, hi]; anything else is a usage error.
@@ -160,12 +160,13 @@ Options parse_options(int argc, char* argv[], const StageInfo& stage) {
 }
 
 int report_startup_error(const StartupError& error) {
-    std::FILE* out = error.exit_code == 0 ? stdout : stderr;
-    std::string message = error.what();
-    if (!message.empty() && message.back() != '\n') message += '\n';
-    (void)std::fputs(message.c_str(), out);
-    (void)std::fflush(out);
-    return error.exit_code;
+    if (error.exit_code != 0) {
+        log_error(error.what());  // one line, prefixed with the program name
+        return error.exit_code;
+    }
+    (void)std::fputs(error.what(), stdout);  // --help or --version
+    (void)std::fflush(stdout);
+    return 0;
 }
 
 }  // namespace lab

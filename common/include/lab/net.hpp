@@ -2,6 +2,7 @@
 /// @brief Sockets: listening, accepting, and deadline-bound reads and writes.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -113,6 +114,7 @@ class SignalWatcher {
     ~SignalWatcher();
 
   private:
+    std::atomic<bool> leaving_{false};
     std::thread thread_;
 };
 
