@@ -1,0 +1,12 @@
+"""The pieces of ``harness/bench.py``: one module per step of the benchmark.
+
+- ``deps``     installs the Debian packages the benchmark needs when they are missing;
+- ``machine``  describes the machine the figures come from;
+- ``site``     generates the document root every server serves;
+- ``servers``  starts and stops the servers under test (the stages, nginx, Python);
+- ``client``   a raw-socket HTTP/1.0 client that checks every byte count, and the testcases;
+- ``ab``       runs ApacheBench and reads its output;
+- ``flood``    the idle-connection flood: threads and memory from /proc, admitted requests;
+- ``micro``    builds and runs the Google Benchmark micro-benchmarks of the parser;
+- ``report``   CSV files, plots and summary.md.
+"""
