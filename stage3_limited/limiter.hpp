@@ -27,13 +27,17 @@ class ConnectionLimiter {
     /// @brief A held connection slot; gives it back when destroyed. Move-only.
     class Slot {
       public:
+        /// @brief An empty slot (holds nothing).
         Slot() noexcept = default;
+        /// @brief Not copyable: it owns what it holds.
         Slot(const Slot&) = delete;
+        /// @brief Not copy-assignable.
         Slot& operator=(const Slot&) = delete;
         /// @brief Takes the slot from @p other.
         Slot(Slot&& other) noexcept;
         /// @brief Releases the current slot, then takes the one from @p other.
         Slot& operator=(Slot&& other) noexcept;
+        /// @brief Gives the slot back, if one is held.
         ~Slot() { release(); }
         /// @brief True while this object holds a slot.
         [[nodiscard]] bool held() const noexcept { return limiter_ != nullptr; }
@@ -63,7 +67,9 @@ class ConnectionLimiter {
 
     /// @brief A limiter allowing @p max_per_client per client and @p max_total in all (both ≥ 1).
     ConnectionLimiter(std::size_t max_per_client, std::size_t max_total);
+    /// @brief Not copyable: it owns what it holds.
     ConnectionLimiter(const ConnectionLimiter&) = delete;
+    /// @brief Not copy-assignable.
     ConnectionLimiter& operator=(const ConnectionLimiter&) = delete;
 
     /// @brief Takes a slot for @p client if both limits allow it.

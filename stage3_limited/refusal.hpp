@@ -32,7 +32,9 @@ class Refuser {
   public:
     /// @brief Starts the lingering thread.
     Refuser();
+    /// @brief Not copyable: it owns what it holds.
     Refuser(const Refuser&) = delete;
+    /// @brief Not copy-assignable.
     Refuser& operator=(const Refuser&) = delete;
     /// @brief Stops the thread and closes every socket still lingering.
     ~Refuser();

@@ -33,8 +33,11 @@ class ServingThreads {
     /// @brief Threads for @p listener, at most @p max_threads (≥ 1), serving with @p handler.
     ServingThreads(Listener& listener, std::size_t max_threads, Handler handler)
         : listener_(listener), max_threads_(max_threads), handler_(std::move(handler)) {}
+    /// @brief Not copyable: it owns what it holds.
     ServingThreads(const ServingThreads&) = delete;
+    /// @brief Not copy-assignable.
     ServingThreads& operator=(const ServingThreads&) = delete;
+    /// @brief Joins every thread still running.
     ~ServingThreads() { join_all(); }
 
     /// @brief Serves on the calling thread (and those it starts) until shutdown; joins them all.

@@ -4,6 +4,7 @@
 
 #include <utility>
 
+/// @brief The lab kit: the shared HTTP core of the three stages, and stage 3's limits.
 namespace lab {
 
 /// @brief Owns one file descriptor and closes it exactly once, when destroyed or reset.
@@ -15,7 +16,9 @@ class Fd {
     Fd() noexcept = default;
     /// @brief Takes ownership of @p fd (which may be -1 for "none").
     explicit Fd(int fd) noexcept : fd_(fd) {}
+    /// @brief Not copyable: it owns what it holds.
     Fd(const Fd&) = delete;
+    /// @brief Not copy-assignable.
     Fd& operator=(const Fd&) = delete;
     /// @brief Takes the descriptor from @p other, leaving it empty.
     Fd(Fd&& other) noexcept : fd_(other.release()) {}
@@ -24,6 +27,7 @@ class Fd {
         if (this != &other) reset(other.release());
         return *this;
     }
+    /// @brief Closes the descriptor, if one is held.
     ~Fd() { reset(); }
 
     /// @brief The raw descriptor, or -1; ownership stays here.

@@ -36,7 +36,9 @@ class Listener {
   public:
     /// @brief Binds @p address:@p port with SO_REUSEADDR and listens; throws StartupError.
     Listener(const std::string& address, std::uint16_t port);
+    /// @brief Not copyable: it owns what it holds.
     Listener(const Listener&) = delete;
+    /// @brief Not copy-assignable.
     Listener& operator=(const Listener&) = delete;
     /// @brief Closes the socket; a later shutdown request no longer refers to it.
     ~Listener();
@@ -108,7 +110,9 @@ class SignalWatcher {
   public:
     /// @brief Blocks the signals and starts the watcher thread; throws StartupError.
     SignalWatcher();
+    /// @brief Not copyable: it owns what it holds.
     SignalWatcher(const SignalWatcher&) = delete;
+    /// @brief Not copy-assignable.
     SignalWatcher& operator=(const SignalWatcher&) = delete;
     /// @brief Stops and joins the watcher thread.
     ~SignalWatcher();

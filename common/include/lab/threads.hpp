@@ -18,9 +18,13 @@ namespace lab {
 /// threads still running plus a few just finishing. The destructor joins the rest.
 class ThreadSet {
   public:
+    /// @brief An empty set.
     ThreadSet() = default;
+    /// @brief Not copyable: it owns what it holds.
     ThreadSet(const ThreadSet&) = delete;
+    /// @brief Not copy-assignable.
     ThreadSet& operator=(const ThreadSet&) = delete;
+    /// @brief Joins every thread still running.
     ~ThreadSet() { join_all(); }
 
     /// @brief Runs @p task on a new thread; false if the thread could not be created.
