@@ -481,6 +481,36 @@ def request(
     return reply
 
 
+def trickle(port: int, data: bytes, interval: float, give_up_after: float,
+            source_ip: str | None = None) -> tuple[float, bytes]:
+    """Sends @p data one byte every @p interval seconds until the server answers or closes.
+
+    Returns how long the server let it go on, and everything it sent back (read to EOF). Gives
+    up after @p give_up_after seconds, so a server that never cuts the client fails a bound
+    on the elapsed time instead of hanging the test.
+    """
+    with connect(port, source_ip=source_ip, timeout=5) as sock:
+        start = time.monotonic()
+        got = b""
+        for i in range(len(data)):
+            if time.monotonic() - start > give_up_after:
+                break
+            try:
+                sock.sendall(data[i : i + 1])
+            except OSError:
+                break
+            sock.settimeout(interval)
+            try:
+                got = sock.recv(65536)
+            except TimeoutError:
+                continue
+            break
+        elapsed = time.monotonic() - start
+        if got:
+            got += read_to_eof(sock, time.monotonic() + 3)
+    return elapsed, got
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.02, message: str = ""):
     """Polls @p predicate until it returns something truthy; fails after @p timeout seconds."""
     deadline = time.monotonic() + timeout

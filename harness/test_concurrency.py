@@ -27,6 +27,7 @@ from conftest import (
     read_to_eof,
     request,
     stage_params,
+    trickle,
     wait_until,
 )
 
@@ -225,25 +226,7 @@ def test_read_deadline_is_absolute(stage, site, servers):
     """Trickling one byte at a time must not extend the deadline."""
     server = servers(stage, site.root, "-t", "1")
     line = b"GET /index.html HTTP/1.0\r\nX-Slow: " + b"s" * 200
-    with connect(server.port) as sock:
-        start = time.monotonic()
-        got = b""
-        for i in range(len(line)):
-            if time.monotonic() - start > 4:
-                break
-            try:
-                sock.sendall(line[i : i + 1])
-            except OSError:
-                break
-            sock.settimeout(0.1)
-            try:
-                got = sock.recv(65536)
-            except socket.timeout:
-                continue
-            break
-        elapsed = time.monotonic() - start
-        rest = read_to_eof(sock, time.monotonic() + 3) if got else b""
-    data = got + rest
+    elapsed, data = trickle(server.port, line, interval=0.1, give_up_after=4)
     assert elapsed <= 2.0, f"a trickling client held the connection for {elapsed:.2f} s with -t 1"
     assert data.startswith(b"HTTP/1.0 408 ") or data == b"", data[:200]
 

@@ -23,6 +23,7 @@ from conftest import (
     read_to_eof,
     request,
     run_cli,
+    trickle,
     wait_until,
 )
 
@@ -244,30 +245,12 @@ def test_slow_clients_are_cut_and_free_their_slots(site, servers):
             data = read_to_eof(sock, start + 4)
             results["idle"] = (time.monotonic() - start, data)
 
-    def trickle():
+    def trickler():
         line = b"GET /index.html HTTP/1.0\r\nX-Slow: " + b"s" * 100
-        with connect(server.port, source_ip="127.0.8.2", timeout=5) as sock:
-            start = time.monotonic()
-            got = b""
-            for i in range(len(line)):
-                if time.monotonic() - start > 5:
-                    break
-                try:
-                    sock.sendall(line[i : i + 1])
-                except OSError:
-                    break
-                sock.settimeout(0.2)
-                try:
-                    got = sock.recv(65536)
-                except TimeoutError:
-                    continue
-                break
-            elapsed = time.monotonic() - start
-            if got:
-                got += read_to_eof(sock, time.monotonic() + 3)
-            results["trickle"] = (elapsed, got)
+        results["trickle"] = trickle(server.port, line, interval=0.2, give_up_after=5,
+                                     source_ip="127.0.8.2")
 
-    threads = [threading.Thread(target=idle), threading.Thread(target=trickle)]
+    threads = [threading.Thread(target=idle), threading.Thread(target=trickler)]
     for t in threads:
         t.start()
     wait_until(lambda: server.status()["active"] == 3, timeout=2,
