@@ -7,6 +7,7 @@ every single run, so any figure can be recomputed.
 from __future__ import annotations
 
 import csv
+import re
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -595,9 +596,17 @@ def write_all(out: Path, results: Results, small: str, huge: str) -> list[Target
     files = ["summary.md", "machine.txt"]
     files += write_csvs(out, results, tc_summary, summary)
     files += write_plots(out, results, tc_summary, summary, small, huge)
-    (out / "machine.txt").write_text(
+    (out / "machine.txt").write_text(portable(
         "".join(f"{k}: {v}\n" for k, v in results.machine.items()) +
-        f"command: {results.command}\n")
-    (out / "summary.md").write_text(summary_md(results, tc_summary, summary, goals, small, huge,
-                                               files))
+        f"command: {results.command}\n"))
+    (out / "summary.md").write_text(portable(
+        summary_md(results, tc_summary, summary, goals, small, huge, files)))
     return goals
+
+
+def portable(text: str) -> str:
+    """Writes paths relative to the repository, so the committed report names no machine's
+    directories; the generated document root becomes <tmp>/root."""
+    repo = str(Path(__file__).resolve().parents[2]) + "/"
+    text = text.replace(repo, "")
+    return re.sub(r"/tmp/lab-bench-[^/\s`]+/", "<tmp>/", text)
