@@ -596,6 +596,8 @@ def write_all(out: Path, results: Results, small: str, huge: str) -> list[Target
     files = ["summary.md", "machine.txt"]
     files += write_csvs(out, results, tc_summary, summary)
     files += write_plots(out, results, tc_summary, summary, small, huge)
+    for csv_file in out.glob("*.csv"):
+        csv_file.write_text(portable(csv_file.read_text()))
     (out / "machine.txt").write_text(portable(
         "".join(f"{k}: {v}\n" for k, v in results.machine.items()) +
         f"command: {results.command}\n"))
