@@ -56,11 +56,6 @@ void Refuser::refuse(Connection connection, int status) {
     [[maybe_unused]] const ssize_t n = ::write(wake_.get(), &one, sizeof one);
 }
 
-std::size_t Refuser::lingering() const {
-    std::lock_guard lock(mutex_);
-    return queue_.size() + active_;
-}
-
 void Refuser::run() {
     std::vector<Lingering> active;
     std::vector<pollfd> fds;
@@ -75,7 +70,6 @@ void Refuser::run() {
                 active.erase(active.begin(),
                              active.end() - static_cast<std::ptrdiff_t>(kMaxLingering));
             }
-            active_ = active.size();
         }
         // Wait for request bytes to drop, a client's close, new work, or the next deadline.
         auto next = Clock::now() + std::chrono::hours(1);

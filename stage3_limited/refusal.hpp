@@ -42,9 +42,6 @@ class Refuser {
     /// @brief Sends the 429/503 @p status reply to @p connection and hands it over for closing.
     void refuse(Connection connection, int status);
 
-    /// @brief Sockets currently lingering (for tests and the status page).
-    [[nodiscard]] std::size_t lingering() const;
-
   private:
     struct Lingering {
         Fd fd;
@@ -52,9 +49,8 @@ class Refuser {
     };
     void run();
 
-    mutable std::mutex mutex_;
+    std::mutex mutex_;
     std::deque<Lingering> queue_;  // handed over, not yet picked up by the thread
-    std::size_t active_ = 0;       // picked up by the thread
     Fd wake_;                      // eventfd that interrupts the thread's poll
     bool stopping_ = false;
     std::thread thread_;

@@ -46,12 +46,6 @@ class ServingThreads {
         join_all();
     }
 
-    /// @brief Threads running the loop now, the calling thread of run() included.
-    [[nodiscard]] std::size_t size() const {
-        std::lock_guard lock(mutex_);
-        return threads_.size() + 1;
-    }
-
   private:
     // One thread's life: wait in accept(), make sure someone else waits, serve, repeat.
     void loop() {
@@ -101,7 +95,7 @@ class ServingThreads {
     const Handler handler_;
     std::mutex accept_mutex_;
     std::atomic<std::size_t> waiting_{0};  // threads in accept_one() right now
-    mutable std::mutex mutex_;
+    std::mutex mutex_;
     bool stopping_ = false;
     std::vector<std::thread> threads_;  // started by loop(); the run() caller is not here
 };

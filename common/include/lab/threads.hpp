@@ -48,12 +48,6 @@ class ThreadSet {
         return true;
     }
 
-    /// @brief Number of threads started and not yet joined.
-    [[nodiscard]] std::size_t size() const {
-        std::lock_guard lock(mutex_);
-        return entries_.size();
-    }
-
     /// @brief Waits for every thread to finish.
     void join_all() {
         std::lock_guard lock(mutex_);
@@ -81,7 +75,7 @@ class ThreadSet {
         }
     }
 
-    mutable std::mutex mutex_;
+    std::mutex mutex_;
     std::list<Entry> entries_;
 };
 
