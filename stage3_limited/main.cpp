@@ -80,9 +80,10 @@ int main(int argc, char* argv[]) {
         // the next client, if only to refuse it.
         lab::ServingThreads threads(
             listener, static_cast<std::size_t>(options.max_total) + 1,
-            [&](lab::Connection connection) {
+            [&](lab::Connection connection, lab::ServingThreads::Turn& turn) {
                 ++counters.accepted;
                 auto admission = limiter.try_acquire(connection.peer_ip);
+                turn.unlock();  // admitted in accept order; the next thread may accept now
                 if (admission.verdict == lab::ConnectionLimiter::Verdict::client_full) {
                     ++counters.refused_per_client;
                     refuser.refuse(std::move(connection), 429);

@@ -27,8 +27,15 @@ namespace lab {
 /// kept afterwards, and all of them are joined when shutdown is requested.
 class ServingThreads {
   public:
+    /// @brief The accept turn: held from accept() until the handler passes it on.
+    using Turn = std::unique_lock<std::mutex>;
     /// @brief What a thread does with each accepted connection.
-    using Handler = std::function<void(Connection)>;
+    ///
+    /// It is called holding @p turn and must call `turn.unlock()` once it has decided on
+    /// the connection (admitted or refused), before serving it: then connections are
+    /// admitted in the order they were accepted. If it does not, the turn passes when it
+    /// returns.
+    using Handler = std::function<void(Connection, Turn& turn)>;
 
     /// @brief Threads for @p listener, at most @p max_threads (≥ 1), serving with @p handler.
     ServingThreads(Listener& listener, std::size_t max_threads, Handler handler)
@@ -51,20 +58,16 @@ class ServingThreads {
     void loop() {
         while (true) {
             ++waiting_;
-            auto connection = accept_one();
+            // Only the thread holding the turn is blocked in accept(): the kernel reserves a
+            // descriptor for every blocked accept(), and a whole pool of them would hold as
+            // many descriptors as threads, leaving none for files (Apache's prefork
+            // serialises accept() with a mutex too). The others queue on the lock.
+            Turn turn(accept_mutex_);
+            auto connection = listener_.accept();
             if (--waiting_ == 0 && connection) start_another();
             if (!connection) return;
-            handler_(std::move(*connection));
+            handler_(std::move(*connection), turn);
         }
-    }
-
-    // Accepts with the accept lock held, so only one thread at a time is blocked in accept():
-    // the kernel reserves a descriptor for every blocked accept(), and a whole pool of them
-    // would hold as many descriptors as threads, leaving none for files (Apache's prefork
-    // serialises accept() with a mutex too). The others queue on the lock, holding nothing.
-    std::optional<Connection> accept_one() {
-        std::lock_guard lock(accept_mutex_);
-        return listener_.accept();
     }
 
     // Starts one more thread if the cap allows; failure leaves the running ones serving.
