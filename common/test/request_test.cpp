@@ -3,9 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <ostream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "test_support.hpp"
 
@@ -33,7 +35,9 @@ using lab::kMaxHeaderCount;
 using lab::kMaxHeaderLine;
 using lab::kMaxRequestLine;
 using lab::parse_request;
+using lab::ParseResult;
 using lab::ParseState;
+using lab::RequestParser;
 using lab::test::visible;
 using namespace std::string_view_literals;
 
@@ -383,8 +387,8 @@ TEST(ParseRequestLimits, EndlessHeaderLineFailsWhileIncomplete) {
     EXPECT_EQ(result.status, 431);
 }
 
-std::string request_with_headers(std::size_t count) {
-    std::string raw = "GET / HTTP/1.0\r\n";
+std::string request_with_headers(std::size_t count, std::string_view method = "GET") {
+    std::string raw = std::string(method) + " / HTTP/1.0\r\n";
     for (std::size_t i = 0; i < count; ++i) raw += "X-H" + std::to_string(i) + ": v\r\n";
     return raw + "\r\n";
 }
@@ -432,6 +436,241 @@ TEST(ParseRequestLimits, HeaderBlockOverLimitFailsWhileIncomplete) {
     const auto result = parse_request("GET / HTTP/1.0\r\n" + block);
     ASSERT_EQ(result.state, ParseState::failed);
     EXPECT_EQ(result.status, 431);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Incremental parsing: RequestParser fed the bytes in pieces
+
+/// Inputs up to this size also have every intermediate result checked against parse_request()
+/// on the same prefix; that check re-parses each prefix, so it is quadratic by design.
+constexpr std::size_t kPrefixCheckLimit = 4096;
+
+// Expects two results to agree in every field a caller can see.
+void expect_same_result(const ParseResult& got, const ParseResult& want) {
+    EXPECT_EQ(got.state, want.state);
+    EXPECT_EQ(got.status, want.status);
+    EXPECT_EQ(got.reason, want.reason);
+    EXPECT_EQ(got.consumed, want.consumed);
+    const lab::Request& a = got.request;
+    const lab::Request& b = want.request;
+    EXPECT_EQ(a.method, b.method);
+    EXPECT_EQ(a.target, b.target);
+    EXPECT_EQ(a.request_line, b.request_line);
+    EXPECT_EQ(a.version_major, b.version_major);
+    EXPECT_EQ(a.version_minor, b.version_minor);
+    ASSERT_EQ(a.headers.size(), b.headers.size());
+    for (std::size_t i = 0; i < a.headers.size(); ++i) {
+        EXPECT_EQ(a.headers[i].name, b.headers[i].name) << "header " << i;
+        EXPECT_EQ(a.headers[i].value, b.headers[i].value) << "header " << i;
+    }
+}
+
+// Feeds @p raw to a fresh parser @p piece bytes at a time (all at once when 0). Until the
+// result is final, each call must answer what parse_request() answers for the same prefix.
+ParseResult feed_in_pieces(std::string_view raw, std::size_t piece) {
+    RequestParser parser;
+    std::size_t size = 0;
+    do {
+        size = piece == 0 ? raw.size() : std::min(raw.size(), size + piece);
+        const std::string_view prefix = raw.substr(0, size);
+        const bool was_incomplete = parser.result().state == ParseState::incomplete;
+        const ParseResult& result = parser.parse(prefix);
+        EXPECT_EQ(&result, &parser.result());
+        if (was_incomplete && raw.size() <= kPrefixCheckLimit) {
+            SCOPED_TRACE("prefix: " + visible(prefix));
+            expect_same_result(result, parse_request(prefix));
+        }
+    } while (size < raw.size());
+    EXPECT_LE(parser.scanned(), 2 * raw.size());
+    return parser.result();
+}
+
+struct SplitCase {
+    std::string why;
+    std::string raw;
+    ParseState state;  ///< Expected outcome on the whole input, so the table cannot drift.
+    int status = 0;    ///< Expected status when failed.
+};
+
+void PrintTo(const SplitCase& c, std::ostream* os) {
+    *os << c.why << " (" << c.raw.size() << " bytes)";
+}
+
+std::vector<SplitCase> split_cases() {
+    const std::string ok_line = "GET / HTTP/1.0\r\n";
+    const auto done = ParseState::done;
+    const auto failed = ParseState::failed;
+    const auto incomplete = ParseState::incomplete;
+    return {
+        {"CRLF head", "GET /a?b HTTP/1.1\r\nHost: x\r\nAccept:  */* \r\n\r\n", done},
+        {"bare LF head", "HEAD /a.txt HTTP/1.0\nAccept: */*\n\n", done},
+        {"mixed line endings", "GET / HTTP/1.0\nA: 1\r\nB: 2\n\r\n", done},
+        {"body after the head", "POST /f HTTP/1.0\r\nContent-Length: 4\r\n\r\nBODY", done},
+        {"absolute-form target", "GET http://host/p HTTP/1.0\r\n\r\n", done},
+        {"HTTP/0.9 CRLF", "GET /path\r\n", done},
+        {"HTTP/0.9 LF, more bytes after", "GET /path\nHost: x\n\n", done},
+        {"HTTP/0.9 with HEAD", "HEAD /x\r\n\r\n", failed, 400},
+        {"leading blank lines", "\r\n\nGET / HTTP/1.0\r\n\r\n", done},
+        {"four leading blank lines", "\r\n\n\r\n\nGET / HTTP/1.0\n\n", done},
+        {"five leading blank lines", "\n\n\n\n\nGET / HTTP/1.0\n\n", failed, 400},
+        {"CR alone", "\r", incomplete},
+        {"CR then a request", "\rGET / HTTP/1.0\r\n\r\n", failed, 400},
+        {"head still arriving", "GET / HTTP/1.0\r\nHost: x\r\n\r", incomplete},
+        {"method only", "GET\r\n\r\n", failed, 400},
+        {"unsupported version", "GET / HTTP/2.0\r\nHost: x\r\n\r\n", failed, 400},
+        {"NUL in target", std::string("GET /a\0b HTTP/1.0\r\n\r\n", 22), failed, 400},
+        {"bare CR in request line", "GET / HTTP/1.0\r\r\n\r\n", failed, 400},
+        {"header without colon", ok_line + "Host x\r\n\r\n", failed, 400},
+        {"folded header", ok_line + "A: b\r\n folded\r\n\r\n", failed, 400},
+        {"control byte in value", ok_line + "X: a\x1b b\r\n\r\n", failed, 400},
+        {"request line at limit", request_line_of_length(kMaxRequestLine) + "\r\n\r\n", done},
+        {"request line over limit", request_line_of_length(kMaxRequestLine + 1) + "\r\n", failed,
+         414},
+        {"endless request line", "GET /" + std::string(kMaxRequestLine + 10, 'a'), failed, 414},
+        {"header line at limit", ok_line + header_line_of_length(kMaxHeaderLine) + "\r\n\r\n",
+         done},
+        {"header line over limit", ok_line + header_line_of_length(kMaxHeaderLine + 1) + "\r\n\r\n",
+         failed, 431},
+        {"endless header line", ok_line + header_line_of_length(kMaxHeaderLine + 10), failed, 431},
+        {"most headers", request_with_headers(kMaxHeaderCount), done},
+        {"one header too many", request_with_headers(kMaxHeaderCount + 1), failed, 431},
+        {"header block under limit", ok_line + big_header_block(8) + "\r\n", done},
+        {"header block over limit", ok_line + big_header_block(9) + "\r\n", failed, 431},
+        {"header block over limit, unfinished", ok_line + big_header_block(9), failed, 431},
+    };
+}
+
+class SplitInput : public testing::TestWithParam<SplitCase> {};
+
+TEST_P(SplitInput, EveryWayOfSplittingGivesTheWholeResult) {
+    const SplitCase& param = GetParam();
+    const ParseResult whole = parse_request(param.raw);
+    ASSERT_EQ(whole.state, param.state) << whole.reason;
+    ASSERT_EQ(whole.status, param.status) << whole.reason;
+    for (const std::size_t piece : {1, 2, 3, 7, 0}) {
+        SCOPED_TRACE(piece == 0 ? "whole" : "pieces of " + std::to_string(piece));
+        expect_same_result(feed_in_pieces(param.raw, piece), whole);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(RequestParser, SplitInput, testing::ValuesIn(split_cases()));
+
+TEST(RequestParser, CrlfSplitBetweenCalls) {
+    const std::string raw = "\r\nGET / HTTP/1.0\r\nHost: x\r\n\r\n";
+    for (std::size_t cr = raw.find('\r'); cr != std::string::npos; cr = raw.find('\r', cr + 1)) {
+        SCOPED_TRACE("split after byte " + std::to_string(cr));
+        RequestParser parser;
+        EXPECT_EQ(parser.parse(std::string_view(raw).substr(0, cr + 1)).state,
+                  ParseState::incomplete);
+        expect_same_result(parser.parse(raw), parse_request(raw));
+    }
+}
+
+TEST(RequestParser, DoneOrFailedResultStaysPut) {
+    const std::string head = "GET / HTTP/1.0\r\n\r\n";
+    RequestParser done;
+    ASSERT_EQ(done.parse(head).state, ParseState::done);
+    const ParseResult& again = done.parse(head + "GET /other HTTP/1.0\r\nbad line\r\n\r\n");
+    EXPECT_EQ(again.state, ParseState::done);
+    EXPECT_EQ(again.consumed, head.size());
+    EXPECT_EQ(again.request.target, "/");
+
+    RequestParser failed;
+    ASSERT_EQ(failed.parse("GET\r\n").state, ParseState::failed);
+    const std::string reason = failed.result().reason;
+    EXPECT_EQ(failed.parse("GET\r\nHost: x\r\n\r\n").reason, reason);
+    EXPECT_EQ(failed.result().state, ParseState::failed);
+}
+
+// A quadratic parser (parse_request() on every prefix) would examine about N * N / 2 bytes
+// here; the incremental one looks at each byte once to find line ends and once more to parse
+// its line.
+TEST(RequestParser, OneByteAtATimeCostsLinearWork) {
+    std::string raw = "GET / HTTP/1.0\r\n";
+    for (int i = 0; raw.size() < std::size_t{60} * 1024; ++i) {
+        raw += "X-" + std::to_string(i) + ": " + std::string(1000, 'v') + "\r\n";
+    }
+    raw += "\r\n";
+    ASSERT_LE(raw.size() - 16, kMaxHeaderBytes);
+    RequestParser parser;
+    for (std::size_t n = 1; n <= raw.size(); ++n) parser.parse(std::string_view(raw).substr(0, n));
+    ASSERT_EQ(parser.result().state, ParseState::done) << parser.result().reason;
+    EXPECT_EQ(parser.result().consumed, raw.size());
+    EXPECT_GE(parser.scanned(), raw.size());      // every byte was looked at...
+    EXPECT_LE(parser.scanned(), 2 * raw.size());  // ...and none more than twice
+}
+
+TEST(RequestParser, EndlessLineOneByteAtATimeCostsLinearWork) {
+    const std::string raw = "GET / HTTP/1.0\r\n" + header_line_of_length(kMaxHeaderLine + 1);
+    RequestParser parser;
+    for (std::size_t n = 1; n <= raw.size(); ++n) parser.parse(std::string_view(raw).substr(0, n));
+    ASSERT_EQ(parser.result().state, ParseState::failed);
+    EXPECT_EQ(parser.result().status, 431);
+    EXPECT_LE(parser.scanned(), 2 * raw.size());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The request line survives a later failure, so a HEAD request never gets a body
+
+TEST(RequestParser, BadHeaderLineAfterHeadKeepsTheRequestLine) {
+    const std::string raw = "HEAD /x HTTP/1.0\r\nHost: a\r\nno colon here\r\n\r\n";
+    for (const std::size_t piece : {1, 0}) {
+        SCOPED_TRACE(piece == 0 ? "whole" : "one byte at a time");
+        const ParseResult result = feed_in_pieces(raw, piece);
+        ASSERT_EQ(result.state, ParseState::failed);
+        EXPECT_EQ(result.status, 400);
+        EXPECT_EQ(result.request.method, "HEAD");
+        EXPECT_EQ(result.request.target, "/x");
+        EXPECT_EQ(result.request.request_line, "HEAD /x HTTP/1.0");
+        EXPECT_EQ(result.request.version_major, 1);
+        EXPECT_EQ(result.request.version_minor, 0);
+        EXPECT_FALSE(result.request.simple());
+    }
+}
+
+TEST(RequestParser, TooManyHeadersAfterHeadKeepsTheMethod) {
+    const ParseResult result = parse_request(request_with_headers(kMaxHeaderCount + 1, "HEAD"));
+    ASSERT_EQ(result.state, ParseState::failed);
+    EXPECT_EQ(result.status, 431);
+    EXPECT_EQ(result.request.method, "HEAD");
+    EXPECT_EQ(result.request.headers.size(), kMaxHeaderCount);
+}
+
+TEST(RequestParser, OversizedHeadersAfterHeadKeepTheMethod) {
+    const std::string line = "HEAD / HTTP/1.0\r\n";
+    for (const std::string& raw : {line + big_header_block(9) + "\r\n", line + big_header_block(9),
+                                   line + header_line_of_length(kMaxHeaderLine + 1)}) {
+        SCOPED_TRACE(raw.size());
+        const ParseResult result = parse_request(raw);
+        ASSERT_EQ(result.state, ParseState::failed);
+        EXPECT_EQ(result.status, 431);
+        EXPECT_EQ(result.request.method, "HEAD");
+    }
+}
+
+TEST(RequestParser, IncompleteHeadKnowsItsMethodOnceTheRequestLineArrived) {
+    RequestParser parser;
+    EXPECT_EQ(parser.parse("HEAD /x HTTP/1.0").request.method, "");
+    EXPECT_EQ(parser.parse("HEAD /x HTTP/1.0\r\n").request.method, "HEAD");
+    const ParseResult& result = parser.parse("HEAD /x HTTP/1.0\r\nHost: a\r\nAcc");
+    EXPECT_EQ(result.state, ParseState::incomplete);
+    EXPECT_EQ(result.request.method, "HEAD");
+    ASSERT_EQ(result.request.headers.size(), 1u);
+    EXPECT_EQ(result.request.headers[0].value, "a");
+}
+
+TEST(RequestParser, FailedRequestLineLeavesTheRequestEmpty) {
+    const std::string too_long = "HEAD /" + std::string(kMaxRequestLine, 'a');
+    for (const std::string& raw :
+         {std::string("HEAD /x HTTP/2.0\r\n\r\n"), too_long, too_long + " HTTP/1.0\r\n\r\n"}) {
+        SCOPED_TRACE(raw.size());
+        const ParseResult result = parse_request(raw);
+        ASSERT_EQ(result.state, ParseState::failed);
+        EXPECT_TRUE(result.request.method.empty());
+        EXPECT_TRUE(result.request.target.empty());
+        EXPECT_TRUE(result.request.request_line.empty());
+        EXPECT_TRUE(result.request.headers.empty());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
