@@ -3,7 +3,8 @@
 ///
 /// The root holds a file, a directory with an index, a symlink that leads outside, and a
 /// sibling directory whose name extends the root's (`root2`). Whatever the bytes, an
-/// accepted target must resolve to a regular file inside the root, never to the secrets.
+/// accepted target must come back as an open regular file inside the root (checked through
+/// the descriptor's own path in /proc), never one of the secrets.
 
 #include <unistd.h>
 
@@ -22,6 +23,7 @@ namespace {
 
 fs::path g_base;
 fs::path g_root;
+lab::DocumentRoot* g_doc_root = nullptr;
 
 // Removes the temporary tree when libFuzzer exits.
 void remove_tree() {
@@ -59,23 +61,28 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
     fs::create_symlink("/etc", base / "root" / "etc", ec);
     fs::create_symlink("index.html", base / "root" / "inside", ec);
     g_root = fs::canonical(base / "root");
+    g_doc_root = new lab::DocumentRoot(g_root);  // lives as long as the fuzzer
     return 0;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     const std::string target(reinterpret_cast<const char*>(data), size);
-    const lab::Resolution where = lab::resolve_target(g_root, target);
+    const lab::Resolution where = lab::resolve_target(*g_doc_root, target);
     if (where.status == 200) {
-        check(lab::is_inside(g_root, where.file), "resolved outside the root");
-        check(fs::is_regular_file(where.file), "resolved to something not a regular file");
-        check(where.file.filename() != "secret.txt", "resolved to a secret");
+        check(where.file.valid(), "200 without an open file");
+        // What the descriptor really is, whatever names led to it.
+        const fs::path opened =
+            fs::read_symlink("/proc/self/fd/" + std::to_string(where.file.get()));
+        check(lab::is_inside(g_root, opened), "resolved outside the root");
+        check(fs::is_regular_file(opened), "resolved to something not a regular file");
+        check(opened.filename() != "secret.txt", "resolved to a secret");
     } else if (where.status == 301) {
         check(
             where.location.size() >= 2 && where.location.front() == '/' && where.location[1] != '/',
             "redirect that could leave the site");
     } else {
-        check(where.status == 400 || where.status == 403 || where.status == 404 ||
-                  where.status == 500,
+        check(!where.file.valid(), "an error that holds a file open");
+        check(where.status == 400 || where.status == 403 || where.status == 404,
               "unexpected status");
     }
     return 0;

@@ -5,7 +5,6 @@
 /// straight back to accept(), so a silent client delays nobody. The cost: nothing bounds the
 /// number of threads — a thousand idle connections are a thousand threads (stage 3 fixes it).
 
-#include "lab/log.hpp"
 #include "lab/net.hpp"
 #include "lab/options.hpp"
 #include "lab/session.hpp"
@@ -31,11 +30,10 @@ int main(int argc, char* argv[]) {
         lab::ThreadSet threads;
         // accept → start a thread → accept again, until SIGINT/SIGTERM.
         while (auto connection = listener.accept()) {
-            const bool started = threads.spawn([&context, c = std::move(*connection)]() mutable {
-                lab::serve_connection(std::move(c), context);
+            // If no thread can be started, spawn() tells the client 503 and closes.
+            threads.spawn(std::move(*connection), [&context](lab::Connection client) {
+                lab::serve_connection(std::move(client), context);
             });
-            // No thread, no service: the task (and with it the socket) was already dropped.
-            if (!started) lab::log_error("cannot start a thread; connection closed");
         }
         // Threads waiting on clients saw the shutdown request too; wait for all to finish.
         threads.join_all();

@@ -1,5 +1,6 @@
 #include "limiter.hpp"
 
+#include <new>
 #include <utility>
 
 namespace lab {
@@ -23,17 +24,24 @@ void ConnectionLimiter::Slot::release() noexcept {
 ConnectionLimiter::ConnectionLimiter(std::size_t max_per_client, std::size_t max_total)
     : max_per_client_(max_per_client), max_total_(max_total) {}
 
-ConnectionLimiter::Admission ConnectionLimiter::try_acquire(const std::string& client) {
-    std::lock_guard lock(mutex_);
-    // Look-up, check and increment under one lock: two connections can never both take
-    // the last slot.
-    const auto it = per_client_.find(client);
-    const std::size_t held = it == per_client_.end() ? 0 : it->second;
-    if (held >= max_per_client_) return {Verdict::client_full, {}};
-    if (total_ >= max_total_) return {Verdict::server_full, {}};
-    ++per_client_[client];
-    ++total_;
-    return {Verdict::admitted, Slot(this, client)};
+ConnectionLimiter::Admission ConnectionLimiter::try_acquire(const std::string& client) noexcept {
+    try {
+        std::string key = client;  // copied before anything is counted
+        std::lock_guard lock(mutex_);
+        // Look-up, check and increment under one lock: two connections can never both take
+        // the last slot.
+        const auto it = per_client_.find(key);
+        const std::size_t held = it == per_client_.end() ? 0 : it->second;
+        if (held >= max_per_client_) return {Verdict::client_full, {}};
+        if (total_ >= max_total_) return {Verdict::server_full, {}};
+        ++per_client_[key];  // the only step that can fail, and it counts nothing if it does
+        ++total_;
+        return {Verdict::admitted, Slot(this, std::move(key))};
+    } catch (const std::bad_alloc&) {
+        // No memory to count one more connection is a full server as far as the client is
+        // concerned: it gets the 503.
+        return {Verdict::server_full, {}};
+    }
 }
 
 void ConnectionLimiter::release(const std::string& client) noexcept {

@@ -73,7 +73,9 @@ class ConnectionLimiter {
     ConnectionLimiter& operator=(const ConnectionLimiter&) = delete;
 
     /// @brief Takes a slot for @p client if both limits allow it.
-    [[nodiscard]] Admission try_acquire(const std::string& client);
+    ///
+    /// Out of memory, it answers server_full and counts nothing.
+    [[nodiscard]] Admission try_acquire(const std::string& client) noexcept;
 
     /// @brief Copies the current counts.
     [[nodiscard]] Snapshot snapshot() const;

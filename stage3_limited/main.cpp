@@ -3,24 +3,19 @@
 ///
 /// The lesson: a thread per connection is only safe with a bound. Before a thread starts,
 /// the connection must take a slot from the limiter (at most -maxclient per client IP,
-/// -maxtotal in all). Over the limit, the client is told so at once — 429 or 503 — and no
-/// thread is started. The slot is held until the connection closes, idle or not, and the
-/// read and send deadlines (-t) make sure nobody holds one forever. With at most -maxtotal
-/// connections admitted, -maxtotal + 1 threads are enough: they are started as load needs
-/// them and then kept, each accepting and serving by itself, instead of one new thread
-/// per connection.
+/// -maxtotal in all). Over a limit, the accepting thread tells the client so at once — 429
+/// or 503 — and no thread is started for it. An admitted connection's slot travels with its
+/// thread and is given back when that thread has closed the connection (or at once, with a
+/// 503 to the client, if no thread can be started). The slot counts until the close, idle
+/// or not; the read and send deadlines (-t) make sure nobody holds one forever.
 
-#include <atomic>
-#include <cstdint>
-#include <string>
-
-#include "lab/log.hpp"
 #include "lab/net.hpp"
 #include "lab/options.hpp"
 #include "lab/session.hpp"
+#include "lab/threads.hpp"
 #include "limiter.hpp"
 #include "refusal.hpp"
-#include "serving_threads.hpp"
+#include "status.hpp"
 
 namespace {
 
@@ -30,35 +25,6 @@ constexpr lab::StageInfo kStage{
     .has_limits = true,
 };
 
-// What happened to connections so far, for /server-status.
-struct Counters {
-    std::atomic<std::uint64_t> accepted{0};
-    std::atomic<std::uint64_t> served{0};
-    std::atomic<std::uint64_t> refused_per_client{0};
-    std::atomic<std::uint64_t> refused_total{0};
-    std::atomic<std::uint64_t> timed_out{0};
-};
-
-// The live view of the limits: what is held now, and the counters.
-std::string status_json(const lab::ConnectionLimiter& limiter, const Counters& counters) {
-    const auto snap = limiter.snapshot();
-    std::string json = "{\"active\": " + std::to_string(snap.total) + ", \"per_client\": {";
-    const char* sep = "";
-    for (const auto& [client, count] : snap.per_client) {
-        json += sep;
-        json += "\"" + client + "\": " + std::to_string(count);
-        sep = ", ";
-    }
-    json += "}, \"accepted\": " + std::to_string(counters.accepted.load()) +
-            ", \"served\": " + std::to_string(counters.served.load()) +
-            ", \"refused_per_client\": " + std::to_string(counters.refused_per_client.load()) +
-            ", \"refused_total\": " + std::to_string(counters.refused_total.load()) +
-            ", \"timed_out\": " + std::to_string(counters.timed_out.load()) +
-            ", \"max_per_client\": " + std::to_string(limiter.max_per_client()) +
-            ", \"max_total\": " + std::to_string(limiter.max_total()) + "}\n";
-    return json;
-}
-
 }  // namespace
 
 int main(int argc, char* argv[]) {
@@ -67,39 +33,40 @@ int main(int argc, char* argv[]) {
         const lab::SignalWatcher signals;  // SIGINT/SIGTERM → shutdown request
         lab::Listener listener(options.bind, options.port);
         lab::ConnectionLimiter limiter(options.max_per_client, options.max_total);
-        Counters counters;
+        lab::Counters counters;
         lab::ServerContext context = lab::make_context(options);
         if (options.status_page) {
-            context.status_json = [&limiter, &counters] { return status_json(limiter, counters); };
+            context.status_json = [&] { return lab::status_json(limiter, counters); };
         }
         lab::announce(kStage.name, listener, options);
 
         lab::Refuser refuser;
-        // accept → take a slot (or refuse) → serve, on up to max_total + 1 threads that each
-        // run this loop: one more than can hold slots, so a thread is always free to accept
-        // the next client, if only to refuse it.
-        lab::ServingThreads threads(
-            listener, static_cast<std::size_t>(options.max_total) + 1,
-            [&](lab::Connection connection, lab::ServingThreads::Turn& turn) {
-                ++counters.accepted;
-                auto admission = limiter.try_acquire(connection.peer_ip);
-                turn.unlock();  // admitted in accept order; the next thread may accept now
-                if (admission.verdict == lab::ConnectionLimiter::Verdict::client_full) {
-                    ++counters.refused_per_client;
-                    refuser.refuse(std::move(connection), 429);
-                    return;
-                }
-                if (admission.verdict == lab::ConnectionLimiter::Verdict::server_full) {
-                    ++counters.refused_total;
-                    refuser.refuse(std::move(connection), 503);
-                    return;
-                }
-                const auto outcome = lab::serve_connection(std::move(connection), context);
-                if (outcome == lab::SessionOutcome::served) ++counters.served;
-                if (outcome == lab::SessionOutcome::timed_out) ++counters.timed_out;
-                // admission.slot is given back here, after the connection has closed.
-            });
-        threads.run();
+        lab::ThreadSet threads;
+        // accept → take a slot (or refuse) → start a thread → accept again.
+        while (auto connection = listener.accept()) {
+            ++counters.accepted;
+            auto admission = limiter.try_acquire(connection->peer_ip);
+            if (admission.verdict == lab::ConnectionLimiter::Verdict::client_full) {
+                ++counters.refused_per_client;
+                refuser.refuse(std::move(*connection), 429);
+                continue;
+            }
+            if (admission.verdict == lab::ConnectionLimiter::Verdict::server_full) {
+                ++counters.refused_total;
+                refuser.refuse(std::move(*connection), 503);
+                continue;
+            }
+            // The slot travels with the thread's task and is given back when the task ends.
+            threads.spawn(
+                std::move(*connection),
+                [&context, &counters, slot = std::move(admission.slot)](lab::Connection client) {
+                    const auto outcome = lab::serve_connection(std::move(client), context);
+                    if (outcome == lab::SessionOutcome::served) ++counters.served;
+                    if (outcome == lab::SessionOutcome::timed_out) ++counters.timed_out;
+                });
+        }
+        // Threads waiting on clients saw the shutdown request too; wait for all to finish.
+        threads.join_all();
         return 0;
     } catch (const lab::StartupError& error) {
         return lab::report_startup_error(error);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <new>
 #include <vector>
 
 #include <poll.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "lab/log.hpp"
+#include "lab/session.hpp"
 
 namespace lab {
 
@@ -37,20 +39,26 @@ Refuser::~Refuser() {
     thread_.join();
 }
 
-void Refuser::refuse(Connection connection, int status) {
-    const Response response = refusal_response(status);
-    const std::string reply = serialize_head(response, std::time(nullptr)) + response.body;
-    // A fresh socket's send buffer is empty and far larger than the reply, so this does not
-    // wait; if the client is already gone the send simply fails.
-    const ssize_t sent =
-        ::send(connection.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    ::shutdown(connection.fd.get(), SHUT_WR);
-    log_access(connection.peer_ip, "", status, sent > 0 ? response.body.size() : 0);
-    {
-        std::lock_guard lock(mutex_);
-        // Bounded even if the thread falls behind: past the cap the oldest closes at once.
-        if (queue_.size() >= kMaxLingering) queue_.pop_front();
-        queue_.push_back({std::move(connection.fd), Clock::now() + kRefusalLinger});
+void Refuser::refuse(Connection connection, int status) noexcept {
+    try {
+        const Response response = refusal_response(status);
+        const std::string reply = serialize_head(response, std::time(nullptr)) + response.body;
+        // A fresh socket's send buffer is empty and far larger than the reply, so this does
+        // not wait; if the client is already gone the send simply fails.
+        const ssize_t sent =
+            ::send(connection.fd.get(), reply.data(), reply.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        ::shutdown(connection.fd.get(), SHUT_WR);
+        log_access(connection.peer_ip, "", status, sent > 0 ? response.body.size() : 0);
+        {
+            std::lock_guard lock(mutex_);
+            // Bounded even if the thread falls behind: past the cap the oldest closes at once.
+            if (queue_.size() >= kMaxLingering) queue_.pop_front();
+            queue_.push_back({std::move(connection.fd), Clock::now() + kRefusalLinger});
+        }
+    } catch (const std::bad_alloc&) {
+        // No memory to build the reply or to queue the socket: the fixed 503 still goes out.
+        if (connection.fd.valid()) send_unavailable(std::move(connection));
+        return;
     }
     const std::uint64_t one = 1;
     [[maybe_unused]] const ssize_t n = ::write(wake_.get(), &one, sizeof one);

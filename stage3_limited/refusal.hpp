@@ -40,7 +40,9 @@ class Refuser {
     ~Refuser();
 
     /// @brief Sends the 429/503 @p status reply to @p connection and hands it over for closing.
-    void refuse(Connection connection, int status);
+    ///
+    /// Never throws: out of memory, the client still gets a fixed 503 and a close.
+    void refuse(Connection connection, int status) noexcept;
 
   private:
     struct Lingering {

@@ -1,10 +1,5 @@
 #include "lab/handler.hpp"
 
-#include <cerrno>
-
-#include <fcntl.h>
-#include <sys/stat.h>
-
 #include "lab/http_date.hpp"
 #include "lab/mime.hpp"
 #include "lab/resolve.hpp"
@@ -23,25 +18,18 @@ bool not_modified(const Request& request, std::time_t mtime, std::time_t now) {
     return mtime <= *date;
 }
 
-// Opens the resolved file and describes it in a 200 (or 304) response.
-Response serve_file(const Request& request, const std::filesystem::path& file, std::time_t now) {
-    Fd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-    struct stat st {};
-    if (!fd.valid() || ::fstat(fd.get(), &st) != 0) {
-        const int status = status_from_errno(errno);
-        return error_response(status, "The file could not be opened.");
-    }
-    if (!S_ISREG(st.st_mode)) return error_response(403, "Only regular files are served.");
+// Describes the opened file in a 200 (or a 304 when the client's copy is current).
+Response serve_file(const Request& request, Resolution& where, std::time_t now) {
     Response response;
-    response.headers.push_back({"Content-Type", std::string(mime_type_for(file.native()))});
-    response.headers.push_back({"Last-Modified", format_http_date(st.st_mtime)});
-    if (not_modified(request, st.st_mtime, now)) {
+    response.headers.push_back({"Content-Type", std::string(mime_type_for(where.name))});
+    response.headers.push_back({"Last-Modified", format_http_date(where.mtime)});
+    if (not_modified(request, where.mtime, now)) {
         response.status = 304;
         response.send_body = false;
         return response;
     }
-    response.file = std::move(fd);
-    response.file_size = static_cast<std::uint64_t>(st.st_size);
+    response.file = std::move(where.file);
+    response.file_size = where.size;
     return response;
 }
 
@@ -59,7 +47,7 @@ Response route(const Request& request, const Site& site, std::time_t now) {
         return response;
     }
     if (where.status != 200) return error_response(where.status, where.reason);
-    return serve_file(request, where.file, now);
+    return serve_file(request, where, now);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <csignal>
 
 #include <mutex>
+#include <new>
 #include <thread>
 
 #include <pthread.h>
@@ -85,6 +86,16 @@ std::string ip_text(const sockaddr_storage& addr) {
 
 }  // namespace
 
+bool is_loopback_address(std::string_view ip) noexcept {
+    in_addr v4{};
+    in6_addr v6{};
+    char text[INET6_ADDRSTRLEN] = "";
+    if (ip.size() >= sizeof text) return false;
+    ip.copy(text, ip.size());
+    if (::inet_pton(AF_INET, text, &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+    return ::inet_pton(AF_INET6, text, &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
 Listener::Listener(const std::string& address, std::uint16_t port) : address_(address) {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -134,7 +145,15 @@ std::optional<Connection> Listener::accept() {
             const int one = 1;
             // Replies are written whole; waiting to coalesce them only adds latency.
             ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            return Connection{std::move(client), ip_text(peer)};
+            try {
+                return Connection{std::move(client), ip_text(peer)};
+            } catch (const std::bad_alloc&) {
+                // No memory even for the client's address: drop this one and let the
+                // connections being served finish before accepting more.
+                client.reset();
+                wait_for(-1, 0, Clock::now() + kAcceptBackoff);
+                continue;
+            }
         }
         const int err = errno;
         switch (err) {

@@ -16,7 +16,15 @@ namespace lab {
 namespace {
 
 // Values above 255 so they never clash with a short option letter.
-enum LongOnly : int { kMaxClient = 256, kMaxTotal, kStatus, kVersion, kAllowAgent, kDenyAgent };
+enum LongOnly : int {
+    kMaxClient = 256,
+    kMaxTotal,
+    kStatus,
+    kVersion,
+    kAllowAgent,
+    kDenyAgent,
+    kStatusRemote
+};
 
 [[noreturn]] void usage_error(const StageInfo& stage, const std::string& message) {
     throw StartupError(2, message + " (try " + std::string(stage.name) + " --help)");
@@ -64,7 +72,9 @@ std::string help_text(const StageInfo& stage) {
         text +=
             "  -maxclient, --max-per-client N  most open connections per client IP (default 12)\n"
             "  -maxtotal, --max-total N        most open connections in all (default 60)\n"
-            "  --status               serve live counters as JSON at /server-status\n";
+            "  --status               serve live counters as JSON at /server-status\n"
+            "                         (to clients on a loopback address only)\n"
+            "  --status-remote        answer /server-status to any client address\n";
     }
     text +=
         "  -h, --help             show this help and exit\n"
@@ -93,6 +103,7 @@ Options parse_options(int argc, char* argv[], const StageInfo& stage) {
         longopts.push_back({"maxtotal", required_argument, nullptr, kMaxTotal});
         longopts.push_back({"max-total", required_argument, nullptr, kMaxTotal});
         longopts.push_back({"status", no_argument, nullptr, kStatus});
+        longopts.push_back({"status-remote", no_argument, nullptr, kStatusRemote});
     }
     longopts.push_back({nullptr, 0, nullptr, 0});
 
@@ -139,6 +150,9 @@ Options parse_options(int argc, char* argv[], const StageInfo& stage) {
                 break;
             case kStatus:
                 options.status_page = true;
+                break;
+            case kStatusRemote:
+                options.status_remote = true;
                 break;
             case kAllowAgent:
             case kDenyAgent:

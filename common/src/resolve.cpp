@@ -1,16 +1,23 @@
 #include "lab/resolve.hpp"
 
 #include <cerrno>
-#include <climits>
-#include <cstdlib>
-#include <memory>
 #include <vector>
 
+#include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "lab/log.hpp"
+#include "lab/options.hpp"
 
 namespace lab {
 
 namespace {
+
+/// How often an open is retried when the kernel reports a rename racing with the look-up.
+constexpr int kOpenRetries = 4;
 
 int hex_value(char c) {
     if (c >= '0' && c <= '9') return c - '0';
@@ -51,15 +58,6 @@ bool percent_decode(std::string_view in, std::string& out, std::string& error) {
     return true;
 }
 
-// realpath() into a std::string, or an errno.
-int canonical(const std::filesystem::path& path, std::filesystem::path& out) {
-    std::unique_ptr<char, decltype(&std::free)> resolved(realpath(path.c_str(), nullptr),
-                                                         &std::free);
-    if (!resolved) return errno;
-    out = resolved.get();
-    return 0;
-}
-
 Resolution failure(int status, std::string reason) {
     Resolution result;
     result.status = status;
@@ -67,33 +65,68 @@ Resolution failure(int status, std::string reason) {
     return result;
 }
 
+// One reason per status, so an answer never tells two causes behind the same status apart
+// (a path that leaves the root reads exactly like a missing file).
 std::string errno_reason(int status) {
     switch (status) {
         case 404:
             return "The requested file does not exist.";
         case 403:
             return "The requested file may not be read.";
+        case 503:
+            return "The server is short of resources. Try again shortly.";
         default:
             return "The file could not be opened.";
     }
 }
 
-// Checks that `path` (which must exist) is a readable regular file inside `root`.
-Resolution check_file(const std::filesystem::path& root, const std::filesystem::path& path) {
-    std::filesystem::path real;
-    if (const int err = canonical(path, real)) {
-        const int status = status_from_errno(err);
-        return failure(status, errno_reason(status));
+Resolution failure_from_errno(int err) {
+    const int status = status_from_errno(err);
+    return failure(status, errno_reason(status));
+}
+
+// Opens `relative` beneath the root's descriptor without ever leaving it, and without
+// blocking on a FIFO or device; -1 with errno set on failure.
+int open_beneath(int root_fd, const std::string& relative) {
+    open_how how{};
+    how.flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    for (int attempt = 0;; ++attempt) {
+        const long fd = ::syscall(SYS_openat2, root_fd, relative.c_str(), &how, sizeof how);
+        if (fd >= 0) return static_cast<int>(fd);
+        // EAGAIN: a rename somewhere raced with a `..` in a symlink; the kernel asks us to
+        // retry rather than risk an escape. Past a few tries it reads as "not found".
+        if (errno == EINTR || (errno == EAGAIN && attempt < kOpenRetries)) continue;
+        if (errno == EAGAIN) errno = ENOENT;
+        return -1;
     }
-    if (!is_inside(root, real)) return failure(403, "The path leads outside the document root.");
-    struct stat st {};
-    if (::stat(real.c_str(), &st) != 0) {
-        const int status = status_from_errno(errno);
-        return failure(status, errno_reason(status));
+}
+
+// What one open-and-fstat found.
+struct Opened {
+    Fd fd;
+    struct stat info {};
+    int error = 0;  // errno when fd is not valid
+};
+
+Opened open_and_stat(int root_fd, const std::string& relative) {
+    Opened opened;
+    opened.fd.reset(open_beneath(root_fd, relative));
+    if (!opened.fd.valid() || ::fstat(opened.fd.get(), &opened.info) != 0) {
+        opened.error = errno;
+        opened.fd.reset();
     }
-    if (!S_ISREG(st.st_mode)) return failure(403, "Only regular files are served.");
+    return opened;
+}
+
+// Fills a 200 from an opened descriptor, which must be a regular file to be served.
+Resolution serve_opened(Opened opened, std::string name) {
+    if (!S_ISREG(opened.info.st_mode)) return failure(403, "Only regular files are served.");
     Resolution result;
-    result.file = std::move(real);
+    result.size = static_cast<std::uint64_t>(opened.info.st_size);
+    result.mtime = opened.info.st_mtime;
+    result.file = std::move(opened.fd);
+    result.name = std::move(name);
     return result;
 }
 
@@ -133,20 +166,30 @@ NormalizedPath normalize_target(std::string_view target) {
     return result;
 }
 
-Resolution resolve_target(const std::filesystem::path& root, std::string_view target) {
+DocumentRoot::DocumentRoot(const std::filesystem::path& path)
+    : path_(path), fd_(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC)) {
+    if (!fd_.valid()) {
+        throw StartupError(1,
+                           "cannot open document root " + path.string() + ": " + errno_text(errno));
+    }
+    if (open_beneath(fd_.get(), ".") < 0 && errno == ENOSYS) {
+        throw StartupError(1, "this kernel has no openat2(); Linux 5.6 or later is needed");
+    }
+}
+
+Resolution resolve_target(const DocumentRoot& root, std::string_view target) {
     const NormalizedPath clean = normalize_target(target);
     if (clean.status != 200) return failure(clean.status, clean.reason);
-    const std::filesystem::path path = root / std::string_view(clean.path).substr(1);
+    if (root.fd() < 0) return failure(500, "The server has no document root.");
+    // clean.path starts with '/'; beneath the root it is relative ("." for the root).
+    const std::string relative = clean.path == "/" ? "." : clean.path.substr(1);
 
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) {
-        const int status = status_from_errno(errno);
-        return failure(status, errno_reason(status));
-    }
-    if (!S_ISDIR(st.st_mode)) {
+    Opened opened = open_and_stat(root.fd(), relative);
+    if (opened.error != 0) return failure_from_errno(opened.error);
+    if (!S_ISDIR(opened.info.st_mode)) {
         // `file.txt/` names a directory that is not there, as open() would say (ENOTDIR).
-        if (clean.trailing_slash) return failure(404, errno_reason(404));
-        return check_file(root, path);
+        if (clean.trailing_slash) return failure_from_errno(ENOTDIR);
+        return serve_opened(std::move(opened), clean.path);
     }
     if (!clean.trailing_slash) {
         Resolution redirect;
@@ -155,9 +198,13 @@ Resolution resolve_target(const std::filesystem::path& root, std::string_view ta
         redirect.location = encode_path(clean.path) + "/";
         return redirect;
     }
-    Resolution index = check_file(root, path / "index.html");
-    if (index.status == 404) return failure(403, "The directory has no index.html.");
-    return index;
+    // The index is looked up beneath the root too, from its start: whatever the directory
+    // has become since, the result stays inside.
+    const std::string index = clean.path == "/" ? "/index.html" : clean.path + "/index.html";
+    Opened page = open_and_stat(root.fd(), index.substr(1));
+    if (page.error == ENOENT) return failure(403, "The directory has no index.html.");
+    if (page.error != 0) return failure_from_errno(page.error);
+    return serve_opened(std::move(page), index);
 }
 
 int status_from_errno(int err) noexcept {
@@ -165,11 +212,18 @@ int status_from_errno(int err) noexcept {
         case ENOENT:
         case ENOTDIR:
         case ENAMETOOLONG:
-        case ELOOP:
+        case ELOOP:  // a symlink loop, or a magic link refused
+        case EXDEV:  // the path would leave the root: answered as if it were not there
             return 404;
         case EACCES:
         case EPERM:
+        case ENXIO:  // a socket or a device without a driver: not a file to serve
+        case ENODEV:
             return 403;
+        case EMFILE:
+        case ENFILE:
+        case ENOMEM:
+            return 503;
         default:
             return 500;
     }

@@ -1,6 +1,9 @@
 #include "lab/session.hpp"
 
 #include <cstdio>
+#include <exception>
+
+#include <sys/socket.h>
 
 #include "lab/log.hpp"
 
@@ -21,8 +24,10 @@ struct HeadRead {
 };
 
 // Reads until a whole request head has arrived, the parser rejects it, or the deadline passes.
+// The parser looks at each byte once, however the head is cut into segments.
 HeadRead read_request_head(int fd, std::chrono::seconds timeout) {
     HeadRead head;
+    RequestParser parser;
     const auto deadline = Clock::now() + timeout;
     while (true) {
         const std::size_t old_size = head.bytes.size();
@@ -31,20 +36,18 @@ HeadRead read_request_head(int fd, std::chrono::seconds timeout) {
         const IoStatus status =
             read_some(fd, head.bytes.data() + old_size, kReadChunk, deadline, n);
         head.bytes.resize(old_size + n);
-        if (status == IoStatus::timeout) {
-            head.outcome = SessionOutcome::timed_out;
-            return head;
-        }
         if (status != IoStatus::ok) {
-            head.outcome = SessionOutcome::abandoned;
+            head.outcome =
+                status == IoStatus::timeout ? SessionOutcome::timed_out : SessionOutcome::abandoned;
+            head.parsed = parser.result();  // keeps the method, if the request line arrived
             return head;
         }
-        head.parsed = parse_request(head.bytes);
-        if (head.parsed.state == ParseState::done) return head;
-        if (head.parsed.state == ParseState::failed) {
-            head.outcome = SessionOutcome::rejected;
-            return head;
-        }
+        const ParseResult& parsed = parser.parse(head.bytes);
+        if (parsed.state == ParseState::incomplete) continue;
+        head.outcome =
+            parsed.state == ParseState::done ? SessionOutcome::served : SessionOutcome::rejected;
+        head.parsed = parsed;
+        return head;
     }
 }
 
@@ -55,7 +58,7 @@ std::string first_line(std::string_view bytes) {
     return std::string(line.substr(0, std::min(line.size(), kLoggedLineMax)));
 }
 
-// Answers `GET /server-status` from the context's JSON source, when the server has one.
+// True for `GET /server-status` (or HEAD) on a server that has a status page.
 bool is_status_request(const Request& request, const ServerContext& context) {
     if (!context.status_json) return false;
     const std::string_view path =
@@ -63,13 +66,41 @@ bool is_status_request(const Request& request, const ServerContext& context) {
     return path == "/server-status" && (request.method == "GET" || request.method == "HEAD");
 }
 
-Response status_response(const Request& request, const ServerContext& context) {
+// The status page, for a client the User-Agent policy admits, from a loopback address unless
+// the server was told to show it to anyone: it lists every client's address.
+Response status_response(const Request& request, const std::string& peer_ip,
+                         const ServerContext& context) {
+    if (auto why = context.site.agents.refusal(request.header("user-agent"))) {
+        return error_response(403, *why);
+    }
+    if (!context.status_remote && !is_loopback_address(peer_ip)) {
+        return error_response(403, "The status page is shown only to clients on this machine.");
+    }
     Response response;
     response.body = context.status_json();
     response.headers.push_back({"Content-Type", "application/json"});
     response.headers.push_back({"Cache-Control", "no-store"});
+    return response;
+}
+
+// The reply to a complete request head: the status page, or whatever the site has.
+Response answer(const Request& request, const std::string& peer_ip, const ServerContext& context) {
+    if (!is_status_request(request, context)) {
+        return handle_request(request, context.site, std::time(nullptr));
+    }
+    Response response = status_response(request, peer_ip, context);
     response.send_body = request.method != "HEAD";
     response.simple = request.simple();
+    return response;
+}
+
+// The reply to a head that never became a request: 408, or the parser's error status.
+Response head_error(const HeadRead& head) {
+    Response response = head.outcome == SessionOutcome::timed_out
+                            ? error_response(408, "The request did not arrive in time.")
+                            : error_response(head.parsed.status, head.parsed.reason);
+    // Once the method was read, a HEAD is answered as one: headers only, whatever went wrong.
+    if (head.parsed.request.method == "HEAD") response.send_body = false;
     return response;
 }
 
@@ -91,48 +122,84 @@ bool send_response(int fd, const Response& response, std::chrono::milliseconds i
 ServerContext make_context(const Options& options) {
     set_access_log(!options.quiet);
     ServerContext context;
-    context.site.root = options.root;
+    context.site.root = DocumentRoot(options.root);
     context.site.agents = AgentPolicy{options.allow_agents, options.deny_agents};
     context.timeout = options.timeout;
+    context.status_remote = options.status_remote;
     return context;
 }
 
-SessionOutcome serve_connection(Connection connection, const ServerContext& context) {
+namespace {
+
+// serve_connection() without its failure boundary.
+SessionOutcome serve(Connection& connection, const ServerContext& context) {
     const int fd = connection.fd.get();
-    HeadRead head = read_request_head(fd, context.timeout);
-    Response response;
-    std::string logged_line;
-    switch (head.outcome) {
-        case SessionOutcome::abandoned:
-            return SessionOutcome::abandoned;
-        case SessionOutcome::timed_out:
-            // Silence gets a silent close; a request cut off midway gets told why.
-            if (head.bytes.empty()) return SessionOutcome::timed_out;
-            response = error_response(408, "The request did not arrive in time.");
-            logged_line = first_line(head.bytes);
-            break;
-        case SessionOutcome::rejected:
-            response = error_response(head.parsed.status, head.parsed.reason);
-            logged_line = first_line(head.bytes);
-            break;
-        case SessionOutcome::served: {
-            const Request& request = head.parsed.request;
-            response = is_status_request(request, context)
-                           ? status_response(request, context)
-                           : handle_request(request, context.site, std::time(nullptr));
-            logged_line = request.request_line;
-            break;
-        }
+    const HeadRead head = read_request_head(fd, context.timeout);
+    // Silence gets a silent close, and so does a client that left or a server that stops.
+    if (head.outcome == SessionOutcome::abandoned) return SessionOutcome::abandoned;
+    if (head.outcome == SessionOutcome::timed_out && head.bytes.empty()) {
+        return SessionOutcome::timed_out;
     }
+    const bool complete = head.outcome == SessionOutcome::served;
+    const Response response =
+        complete ? answer(head.parsed.request, connection.peer_ip, context) : head_error(head);
     const bool sent = send_response(fd, response, context.timeout);
-    log_access(connection.peer_ip, logged_line, response.status,
-               sent ? response.body_bytes_sent() : 0);
+    log_access(connection.peer_ip,
+               complete ? head.parsed.request.request_line : first_line(head.bytes),
+               response.status, sent ? response.body_bytes_sent() : 0);
     // An error reply may leave request bytes unread; wait for the client before closing so
     // that the kernel does not reset the connection under the reply.
     close_gracefully(std::move(connection.fd),
                      response.status >= 400 ? kLingerTimeout : std::chrono::milliseconds(0));
-    if (!sent) return SessionOutcome::abandoned;
-    return head.outcome;
+    return sent ? head.outcome : SessionOutcome::abandoned;
+}
+
+// Logs why a connection was dropped; must not throw, even when memory is short.
+void log_dropped(const std::string& peer_ip, const char* why) noexcept {
+    try {
+        log_error("connection from " + peer_ip + " dropped: " + why);
+    } catch (...) {  // NOLINT(bugprone-empty-catch): nothing is left to report it with
+    }
+}
+
+/// The reply for a client the server has no thread or memory for. Fixed text, so sending it
+/// needs no allocation at the moment allocations fail.
+constexpr std::string_view kUnavailableReply =
+    "HTTP/1.0 503 Service Unavailable\r\n"
+    "Server: lab-httpd/1.0\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "Content-Length: 50\r\n"
+    "Retry-After: 1\r\n"
+    "Connection: close\r\n"
+    "\r\n"
+    "The server is out of resources. Try again later.\r\n";
+
+}  // namespace
+
+SessionOutcome serve_connection(Connection connection, const ServerContext& context) noexcept {
+    try {
+        return serve(connection, context);
+    } catch (const std::exception& error) {
+        // Out of memory, most likely: this connection ends (its socket closes with
+        // `connection`), the server goes on.
+        log_dropped(connection.peer_ip, error.what());
+    } catch (...) {
+        log_dropped(connection.peer_ip, "unknown exception");
+    }
+    return SessionOutcome::abandoned;
+}
+
+void send_unavailable(Connection connection) noexcept {
+    // A fresh socket's send buffer is empty, so this cannot block; if it fails, the close says
+    // as much as a reply could.
+    [[maybe_unused]] const ssize_t sent =
+        ::send(connection.fd.get(), kUnavailableReply.data(), kUnavailableReply.size(),
+               MSG_NOSIGNAL | MSG_DONTWAIT);
+    close_gracefully(std::move(connection.fd), std::chrono::milliseconds(0));
+    try {
+        log_access(connection.peer_ip, "", 503, 0);
+    } catch (...) {  // NOLINT(bugprone-empty-catch): the reply mattered, the log line less
+    }
 }
 
 void announce(std::string_view stage, const Listener& listener, const Options& options) {

@@ -91,7 +91,7 @@ TEST(AgentPolicy, IcontainsEdgeCases) {
 TEST(AgentPolicy, HandlerAnswers403WithReasonBeforeTouchingFiles) {
     lab::test::TempDir dir;
     dir.write("index.html", "<h1>hi</h1>");
-    lab::Site site{dir.path(), chrome_only()};
+    lab::Site site{lab::DocumentRoot(dir.path()), chrome_only()};
     const auto edge =
         lab::parse_request("GET /index.html HTTP/1.0\r\nUser-Agent: " + kEdge + "\r\n\r\n");
     ASSERT_EQ(edge.state, lab::ParseState::done);

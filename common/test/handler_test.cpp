@@ -52,9 +52,12 @@ class HandleRequest : public testing::Test {
         set_mtime(site_dir_->write("page.html", "<p>page</p>"), kMtime);
         set_mtime(site_dir_->write("dir/index.html", "<h1>dir</h1>"), kMtime);
         site_dir_->mkdir("empty");
-        site_.root = fs::canonical(site_dir_->path());
+        site_.root = lab::DocumentRoot(fs::canonical(site_dir_->path()));
     }
-    static void TearDownTestSuite() { site_dir_.reset(); }
+    static void TearDownTestSuite() {
+        site_ = lab::Site{};
+        site_dir_.reset();
+    }
 
     // Parses @p raw (which must be a valid request head) and handles it.
     static Response handle(const std::string& raw, std::time_t now = kNow) {

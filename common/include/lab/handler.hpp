@@ -3,18 +3,18 @@
 #pragma once
 
 #include <ctime>
-#include <filesystem>
 
 #include "lab/agent_policy.hpp"
 #include "lab/request.hpp"
+#include "lab/resolve.hpp"
 #include "lab/response.hpp"
 
 namespace lab {
 
 /// @brief What a request is served from.
 struct Site {
-    std::filesystem::path root;  ///< Canonical document root.
-    AgentPolicy agents;          ///< Which User-Agents are served (all, by default).
+    DocumentRoot root;   ///< The document root, held open.
+    AgentPolicy agents;  ///< Which User-Agents are served (all, by default).
 };
 
 /// @brief Builds the response to @p request from the files under @p site.

@@ -23,6 +23,9 @@ struct Connection {
     std::string peer_ip;  ///< Client address; IPv4-mapped IPv6 is folded to plain IPv4.
 };
 
+/// @brief True for an address of this machine's loopback interface: 127.0.0.0/8 or `::1`.
+[[nodiscard]] bool is_loopback_address(std::string_view ip) noexcept;
+
 /// @brief How long accept() sleeps when the process is out of descriptors.
 inline constexpr std::chrono::milliseconds kAcceptBackoff{100};
 /// @brief Listen queue length.

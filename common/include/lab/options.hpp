@@ -36,8 +36,9 @@ struct Options {
     int max_per_client = kDefaultMaxPerClient;             ///< Stage 3: connections per client IP.
     int max_total = kDefaultMaxTotal;                      ///< Stage 3: connections in all.
     bool status_page = false;                              ///< Stage 3: serve /server-status.
-    std::vector<std::string> allow_agents;                 ///< `--allow-agent` patterns.
-    std::vector<std::string> deny_agents;                  ///< `--deny-agent` patterns.
+    bool status_remote = false;  ///< Stage 3: answer /server-status to non-loopback clients too.
+    std::vector<std::string> allow_agents;  ///< `--allow-agent` patterns.
+    std::vector<std::string> deny_agents;   ///< `--deny-agent` patterns.
 };
 
 /// @brief A startup failure: main prints `what()` (if not empty) and exits with `exit_code`.

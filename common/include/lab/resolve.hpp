@@ -2,9 +2,13 @@
 /// @brief Mapping a request target to a file inside the document root, safely.
 #pragma once
 
+#include <cstdint>
+#include <ctime>
 #include <filesystem>
 #include <string>
 #include <string_view>
+
+#include "lab/fd.hpp"
 
 namespace lab {
 
@@ -24,20 +28,53 @@ struct NormalizedPath {
 /// clamped.
 [[nodiscard]] NormalizedPath normalize_target(std::string_view target);
 
-/// @brief What the server should do with a target, decided against the file system.
-struct Resolution {
-    int status = 200;            ///< 200 (serve `file`), 301 (redirect), or an error status.
-    std::filesystem::path file;  ///< Canonical path of the regular file to serve, when 200.
-    std::string location;        ///< Redirect target (always starts with a single `/`), when 301.
-    std::string reason;          ///< Why it failed, when an error status.
+/// @brief The document root, held open: every look-up starts from this one directory.
+///
+/// Files are found relative to the root's descriptor, never by a path string, so renaming
+/// or replacing directories above the root cannot change what a request reaches.
+class DocumentRoot {
+  public:
+    /// @brief No root; resolve_target() answers 500 with it.
+    DocumentRoot() = default;
+    /// @brief Opens the directory @p path; throws StartupError (exit 1) if it cannot.
+    ///
+    /// Also checks that the kernel has openat2() (Linux 5.6 or later), which every look-up
+    /// needs, so that a server on an older kernel fails at startup and not per request.
+    explicit DocumentRoot(const std::filesystem::path& path);
+
+    /// @brief The path the root was opened from (for messages only).
+    [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+    /// @brief The directory descriptor, or -1.
+    [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+
+  private:
+    std::filesystem::path path_;
+    Fd fd_;
 };
 
-/// @brief Resolves @p target against @p root, which must already be canonical.
+/// @brief What the server should do with a target, decided by opening it.
+struct Resolution {
+    int status = 200;        ///< 200 (serve `file`), 301 (redirect), or an error status.
+    Fd file;                 ///< The opened regular file, when 200.
+    std::uint64_t size = 0;  ///< Size of `file` in bytes, from fstat() of that descriptor.
+    std::time_t mtime = 0;   ///< Modification time of `file`, from the same fstat().
+    std::string name;        ///< Decoded path that was served (`/dir/index.html`), for MIME.
+    std::string location;    ///< Redirect target (always starts with a single `/`), when 301.
+    std::string reason;      ///< Why it failed, when an error status.
+};
+
+/// @brief Opens @p target beneath @p root and decides what to answer.
 ///
-/// A directory with a trailing slash resolves to its `index.html` (403 if it has none); one
-/// without gets a 301 to the slash form. Only regular files are served, and the canonical
-/// result must lie inside the root, so a symlink cannot lead out of it (403).
-[[nodiscard]] Resolution resolve_target(const std::filesystem::path& root, std::string_view target);
+/// The file is opened first and checked afterwards, from the descriptor: openat2() with
+/// `RESOLVE_BENEATH` refuses every path (`..`, absolute or magic symlinks) that would leave
+/// the root, and `O_NONBLOCK` keeps a FIFO or device from blocking the open. Then fstat()
+/// on that descriptor decides: a regular file is served from it (never re-opened by name);
+/// a directory with a trailing slash resolves to its `index.html` (403 if it has none), one
+/// without gets a 301 to the slash form; anything else is 403. Relative symlinks that stay
+/// inside the root work; absolute symlinks are refused even when they point inside. Whatever
+/// lies outside the root gets 404, the same as a missing file, so nothing can be learnt about
+/// it.
+[[nodiscard]] Resolution resolve_target(const DocumentRoot& root, std::string_view target);
 
 /// @brief Maps an errno from opening or inspecting a file to an HTTP status.
 [[nodiscard]] int status_from_errno(int err) noexcept;

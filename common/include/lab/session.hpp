@@ -19,6 +19,8 @@ struct ServerContext {
     std::chrono::seconds timeout{kDefaultTimeoutSeconds};  ///< Read deadline and send idle limit.
     /// @brief When set, `GET /server-status` answers with this JSON instead of a file.
     std::function<std::string()> status_json;
+    /// @brief Show the status page to clients that are not on a loopback address too.
+    bool status_remote = false;
 };
 
 /// @brief How a connection ended, for servers that keep statistics.
@@ -34,8 +36,15 @@ enum class SessionOutcome {
 
 /// @brief Serves the single request of @p connection and closes it.
 ///
-/// Never throws for anything a client does; a failure ends this connection only.
-SessionOutcome serve_connection(Connection connection, const ServerContext& context);
+/// This is a connection's failure boundary: whatever goes wrong inside (a bad request, a
+/// client that leaves, memory running out) ends this connection only, and never throws.
+SessionOutcome serve_connection(Connection connection, const ServerContext& context) noexcept;
+
+/// @brief Answers 503 to a client the server has no thread or memory for, and closes it.
+///
+/// Sends a fixed reply without waiting and without allocating, so it works when nothing
+/// else does.
+void send_unavailable(Connection connection) noexcept;
 
 /// @brief Prints `<stage> listening on http://HOST:PORT/ (root DIR)` and flushes it.
 void announce(std::string_view stage, const Listener& listener, const Options& options);

@@ -1,21 +1,27 @@
 /// @file threads.hpp
-/// @brief The handler threads of a threaded server: start, reap, join.
+/// @brief The handler threads of a threaded server: start one per connection, reap, join.
 #pragma once
 
-#include <atomic>
-#include <cstddef>
+#include <condition_variable>
+#include <exception>
 #include <list>
+#include <memory>
 #include <mutex>
-#include <system_error>
 #include <thread>
 #include <utility>
 
+#include "lab/log.hpp"
+#include "lab/net.hpp"
+#include "lab/session.hpp"
+
 namespace lab {
 
-/// @brief Starts one thread per task and joins every one of them; no thread is ever lost.
+/// @brief Starts one thread per connection and joins every one of them; no thread is lost.
 ///
-/// Finished threads are joined the next time a task is started, so the set holds only the
-/// threads still running plus a few just finishing. The destructor joins the rest.
+/// Each thread, as it finishes, joins the thread that finished before it and leaves itself
+/// to be joined by the next: so a finished thread's stack is freed as soon as another thread
+/// finishes, and at any time the set holds the running threads plus at most one finished
+/// one, whether or not new connections arrive. join_all() waits for the rest.
 class ThreadSet {
   public:
     /// @brief An empty set.
@@ -27,56 +33,94 @@ class ThreadSet {
     /// @brief Joins every thread still running.
     ~ThreadSet() { join_all(); }
 
-    /// @brief Runs @p task on a new thread; false if the thread could not be created.
+    /// @brief Runs `handler(std::move(connection))` on a new thread; false if none could start.
     ///
-    /// On failure @p task is destroyed unrun, so whatever it owns (a socket, a limit slot)
-    /// is released at once.
-    template <class Task>
-    bool spawn(Task task) {
-        std::lock_guard lock(mutex_);
-        reap_locked();
-        auto entry = entries_.emplace(entries_.end());
+    /// When no thread (or no memory for one) can be had, @p handler is destroyed unrun, so
+    /// whatever it owns (a limit slot) is released first, and then the client is told 503.
+    /// Whatever escapes @p handler is logged and ends that thread only.
+    template <class Handler>
+    bool spawn(Connection connection, Handler handler) noexcept {
+        std::unique_ptr<Job<Handler>> job;
         try {
-            entry->thread = std::thread([task = std::move(task), entry]() mutable {
-                task();
-                entry->done.store(true, std::memory_order_release);
-            });
-        } catch (const std::system_error&) {
-            entries_.erase(entry);
+            job = std::make_unique<Job<Handler>>(std::move(connection), std::move(handler));
+            std::lock_guard lock(mutex_);
+            const auto self = running_.emplace(running_.end());
+            try {
+                *self = std::thread([this, self, raw = job.get()] {
+                    finish(self, run_job(std::unique_ptr<Job<Handler>>(raw)));
+                });
+            } catch (...) {
+                running_.erase(self);
+                throw;
+            }
+            static_cast<void>(job.release());  // the new thread owns it now
+            return true;
+        } catch (const std::exception&) {  // std::system_error (no thread) or std::bad_alloc
+            Connection unserved = job ? std::move(job->connection) : std::move(connection);
+            job.reset();  // the handler, and what it holds, goes first
+            send_unavailable(std::move(unserved));
             return false;
         }
-        return true;
     }
 
     /// @brief Waits for every thread to finish.
     void join_all() {
-        std::lock_guard lock(mutex_);
-        for (auto& entry : entries_) {
-            if (entry.thread.joinable()) entry.thread.join();
-        }
-        entries_.clear();
+        std::unique_lock lock(mutex_);
+        idle_.wait(lock, [this] { return running_.empty(); });
+        std::thread last = std::move(finished_);
+        lock.unlock();
+        if (last.joinable()) last.join();
     }
 
   private:
-    struct Entry {
-        std::thread thread;
-        std::atomic<bool> done{false};
+    using Slot = std::list<std::thread>::iterator;
+
+    template <class Handler>
+    struct Job {
+        Job(Connection c, Handler h) : connection(std::move(c)), handler(std::move(h)) {}
+        Connection connection;
+        Handler handler;
     };
 
-    // Joins and forgets threads whose task has returned.
-    void reap_locked() {
-        for (auto it = entries_.begin(); it != entries_.end();) {
-            if (it->done.load(std::memory_order_acquire)) {
-                it->thread.join();
-                it = entries_.erase(it);
-            } else {
-                ++it;
-            }
+    // Runs one job and destroys it, so what it owns is released before the thread is done.
+    template <class Handler>
+    static bool run_job(std::unique_ptr<Job<Handler>> job) noexcept {
+        bool ok = true;
+        try {
+            job->handler(std::move(job->connection));
+        } catch (...) {
+            ok = false;
+        }
+        job.reset();
+        return ok;
+    }
+
+    // Moves the calling thread from running_ to finished_, and joins the one it replaces.
+    void finish(Slot self, bool ok) noexcept {
+        if (!ok) log_quietly("a connection's thread ended with an exception");
+        std::thread previous;
+        {
+            std::lock_guard lock(mutex_);
+            previous = std::exchange(finished_, std::move(*self));
+            running_.erase(self);
+            if (running_.empty()) idle_.notify_all();
+        }
+        // `previous` has done its bookkeeping already: this join only waits for its exit.
+        if (previous.joinable()) previous.join();
+    }
+
+    // log_error() that cannot throw, for use where memory may have run out.
+    static void log_quietly(const char* message) noexcept {
+        try {
+            log_error(message);
+        } catch (...) {  // NOLINT(bugprone-empty-catch): nothing is left to report it with
         }
     }
 
     std::mutex mutex_;
-    std::list<Entry> entries_;
+    std::condition_variable idle_;
+    std::list<std::thread> running_;  // one entry per thread still serving
+    std::thread finished_;            // the last thread to finish, not joined yet
 };
 
 }  // namespace lab
