@@ -4,7 +4,11 @@
 /// Beyond "no crash, no sanitizer report", it checks the parser's promises: a finished parse
 /// consumed no more than it was given and produced an origin-form target; a failure carries
 /// one of the statuses the parser may answer; a normalised path never keeps a `..` segment.
+/// It also feeds the same bytes to RequestParser in pieces (cut where the input's own bytes
+/// say): until the result is final, every step must equal parse_request() on that prefix,
+/// and once final it must never change.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
@@ -21,6 +25,37 @@ void check(bool ok, const char* what) {
         __builtin_printf("invariant broken: %s\n", what);
         std::abort();
     }
+}
+
+// True when two results say the same thing.
+bool same(const lab::ParseResult& a, const lab::ParseResult& b) {
+    return a.state == b.state && a.status == b.status && a.reason == b.reason &&
+           a.consumed == b.consumed && a.request.method == b.request.method &&
+           a.request.target == b.request.target &&
+           a.request.headers.size() == b.request.headers.size();
+}
+
+// Feeds `bytes` in pieces whose lengths come from the bytes themselves (1 to 16).
+void check_incremental(std::string_view bytes) {
+    lab::RequestParser parser;
+    std::size_t fed = 0;
+    bool final = false;
+    lab::ParseResult settled;
+    while (fed < bytes.size()) {
+        fed = std::min(bytes.size(), fed + 1 + (static_cast<unsigned char>(bytes[fed]) & 15U));
+        const lab::ParseResult& step = parser.parse(bytes.substr(0, fed));
+        if (final) {
+            check(same(step, settled), "a final result changed");
+            continue;
+        }
+        check(same(step, lab::parse_request(bytes.substr(0, fed))),
+              "incremental parse differs from parsing the prefix whole");
+        if (step.state != lab::ParseState::incomplete) {
+            final = true;
+            settled = step;
+        }
+    }
+    check(parser.scanned() <= 2 * bytes.size() + 2, "parser looked at bytes more than twice");
 }
 
 }  // namespace
@@ -56,6 +91,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             break;
         }
     }
+    check_incremental(bytes);
     (void)lab::parse_http_date(bytes);
     return 0;
 }

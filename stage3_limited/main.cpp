@@ -32,7 +32,8 @@ int main(int argc, char* argv[]) {
         const lab::Options options = lab::parse_options(argc, argv, kStage);
         const lab::SignalWatcher signals;  // SIGINT/SIGTERM → shutdown request
         lab::Listener listener(options.bind, options.port);
-        lab::ConnectionLimiter limiter(options.max_per_client, options.max_total);
+        lab::ConnectionLimiter limiter(options.max_per_client, options.max_total,
+                                       options.reclaim_idle);
         lab::Counters counters;
         lab::ServerContext context = lab::make_context(options);
         if (options.status_page) {
@@ -60,7 +61,8 @@ int main(int argc, char* argv[]) {
             threads.spawn(
                 std::move(*connection),
                 [&context, &counters, slot = std::move(admission.slot)](lab::Connection client) {
-                    const auto outcome = lab::serve_connection(std::move(client), context);
+                    const auto outcome =
+                        lab::serve_connection(std::move(client), context, slot.reclaimable());
                     if (outcome == lab::SessionOutcome::served) ++counters.served;
                     if (outcome == lab::SessionOutcome::timed_out) ++counters.timed_out;
                 });

@@ -33,6 +33,7 @@ std::string status_json(const ConnectionLimiter& limiter, const Counters& counte
     field(json, "refused_per_client", counters.refused_per_client.load());
     field(json, "refused_total", counters.refused_total.load());
     field(json, "timed_out", counters.timed_out.load());
+    field(json, "reclaimed", snap.reclaimed);
     field(json, "max_per_client", limiter.max_per_client());
     field(json, "max_total", limiter.max_total());
     json += "}\n";

@@ -19,7 +19,8 @@ struct Counters {
     std::atomic<std::uint64_t> timed_out{0};           ///< No whole request head in time.
 };
 
-/// @brief The status page: slots held now (in all and per client), the counters, the limits.
+/// @brief The status page: slots held now (in all and per client), the counters (with the
+/// limiter's count of reclaimed slots), the limits.
 ///
 /// One JSON object on one line, keys in a fixed order, e.g.
 /// `{"active": 1, "per_client": {"127.0.0.1": 1}, "accepted": 5, ..., "max_total": 60}`.

@@ -23,7 +23,8 @@ enum LongOnly : int {
     kVersion,
     kAllowAgent,
     kDenyAgent,
-    kStatusRemote
+    kStatusRemote,
+    kReclaimIdle
 };
 
 [[noreturn]] void usage_error(const StageInfo& stage, const std::string& message) {
@@ -74,7 +75,9 @@ std::string help_text(const StageInfo& stage) {
             "  -maxtotal, --max-total N        most open connections in all (default 60)\n"
             "  --status               serve live counters as JSON at /server-status\n"
             "                         (to clients on a loopback address only)\n"
-            "  --status-remote        answer /server-status to any client address\n";
+            "  --status-remote        answer /server-status to any client address\n"
+            "  --reclaim-idle         when full, take the slot of the oldest connection that\n"
+            "                         has not sent a whole request yet (it gets 408)\n";
     }
     text +=
         "  -h, --help             show this help and exit\n"
@@ -104,6 +107,7 @@ Options parse_options(int argc, char* argv[], const StageInfo& stage) {
         longopts.push_back({"max-total", required_argument, nullptr, kMaxTotal});
         longopts.push_back({"status", no_argument, nullptr, kStatus});
         longopts.push_back({"status-remote", no_argument, nullptr, kStatusRemote});
+        longopts.push_back({"reclaim-idle", no_argument, nullptr, kReclaimIdle});
     }
     longopts.push_back({nullptr, 0, nullptr, 0});
 
@@ -153,6 +157,9 @@ Options parse_options(int argc, char* argv[], const StageInfo& stage) {
                 break;
             case kStatusRemote:
                 options.status_remote = true;
+                break;
+            case kReclaimIdle:
+                options.reclaim_idle = true;
                 break;
             case kAllowAgent:
             case kDenyAgent:

@@ -119,6 +119,28 @@ bool send_response(int fd, const Response& response, std::chrono::milliseconds i
 
 }  // namespace
 
+bool Reclaimable::attach(int fd) noexcept {
+    const std::lock_guard lock(mutex_);
+    fd_ = fd;
+    return state_ != State::reclaimed;
+}
+
+bool Reclaimable::settle() noexcept {
+    const std::lock_guard lock(mutex_);
+    if (state_ == State::waiting) state_ = State::settled;
+    fd_ = -1;
+    return state_ == State::settled;
+}
+
+bool Reclaimable::reclaim() noexcept {
+    const std::lock_guard lock(mutex_);
+    if (state_ != State::waiting) return false;
+    state_ = State::reclaimed;
+    // Under the lock: the session cannot have closed the socket, it has not settled yet.
+    if (fd_ >= 0) ::shutdown(fd_, SHUT_RD);
+    return true;
+}
+
 ServerContext make_context(const Options& options) {
     set_access_log(!options.quiet);
     ServerContext context;
@@ -131,10 +153,33 @@ ServerContext make_context(const Options& options) {
 
 namespace {
 
+// The 408 for a connection whose slot went to another client, and its close.
+SessionOutcome give_up_slot(Connection& connection, const HeadRead& head,
+                            const ServerContext& context) {
+    Response response = error_response(408,
+                                       "The server needed this connection for another client: "
+                                       "the request did not arrive in time.");
+    if (head.parsed.request.method == "HEAD") response.send_body = false;
+    const bool sent = send_response(connection.fd.get(), response, context.timeout);
+    log_access(connection.peer_ip, first_line(head.bytes), 408,
+               sent ? response.body_bytes_sent() : 0);
+    // Its reading side is shut already; what arrived is dropped and the socket closes.
+    close_gracefully(std::move(connection.fd), std::chrono::milliseconds(0));
+    return SessionOutcome::reclaimed;
+}
+
 // serve_connection() without its failure boundary.
-SessionOutcome serve(Connection& connection, const ServerContext& context) {
+SessionOutcome serve(Connection& connection, const ServerContext& context,
+                     Reclaimable* reclaimable) {
     const int fd = connection.fd.get();
-    const HeadRead head = read_request_head(fd, context.timeout);
+    HeadRead head;
+    if (reclaimable == nullptr || reclaimable->attach(fd)) {
+        head = read_request_head(fd, context.timeout);
+    }
+    // From here on the connection cannot be reclaimed; if it was, the slot is gone.
+    if (reclaimable != nullptr && !reclaimable->settle()) {
+        return give_up_slot(connection, head, context);
+    }
     // Silence gets a silent close, and so does a client that left or a server that stops.
     if (head.outcome == SessionOutcome::abandoned) return SessionOutcome::abandoned;
     if (head.outcome == SessionOutcome::timed_out && head.bytes.empty()) {
@@ -176,9 +221,10 @@ constexpr std::string_view kUnavailableReply =
 
 }  // namespace
 
-SessionOutcome serve_connection(Connection connection, const ServerContext& context) noexcept {
+SessionOutcome serve_connection(Connection connection, const ServerContext& context,
+                                Reclaimable* reclaimable) noexcept {
     try {
-        return serve(connection, context);
+        return serve(connection, context, reclaimable);
     } catch (const std::exception& error) {
         // Out of memory, most likely: this connection ends (its socket closes with
         // `connection`), the server goes on.
@@ -186,6 +232,9 @@ SessionOutcome serve_connection(Connection connection, const ServerContext& cont
     } catch (...) {
         log_dropped(connection.peer_ip, "unknown exception");
     }
+    // Settled before the socket closes with `connection`: a reclaim must never reach a
+    // descriptor number that a new connection may already be using.
+    if (reclaimable != nullptr) reclaimable->settle();
     return SessionOutcome::abandoned;
 }
 

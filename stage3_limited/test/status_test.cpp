@@ -15,7 +15,7 @@ TEST(StatusJson, IdleServerShowsZerosAndItsLimits) {
     EXPECT_EQ(lab::status_json(limiter, counters),
               "{\"active\": 0, \"per_client\": {}, \"accepted\": 0, \"served\": 0, "
               "\"refused_per_client\": 0, \"refused_total\": 0, \"timed_out\": 0, "
-              "\"max_per_client\": 12, \"max_total\": 60}\n");
+              "\"reclaimed\": 0, \"max_per_client\": 12, \"max_total\": 60}\n");
 }
 
 TEST(StatusJson, ShowsHeldSlotsPerClientAndTheCounters) {
@@ -32,7 +32,7 @@ TEST(StatusJson, ShowsHeldSlotsPerClientAndTheCounters) {
     EXPECT_EQ(lab::status_json(limiter, counters),
               "{\"active\": 3, \"per_client\": {\"127.0.0.2\": 2, \"::1\": 1}, \"accepted\": 7, "
               "\"served\": 3, \"refused_per_client\": 2, \"refused_total\": 1, \"timed_out\": 1, "
-              "\"max_per_client\": 2, \"max_total\": 5}\n");
+              "\"reclaimed\": 0, \"max_per_client\": 2, \"max_total\": 5}\n");
 }
 
 TEST(StatusJson, ReleasedSlotsLeaveThePage) {

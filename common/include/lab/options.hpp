@@ -36,6 +36,7 @@ struct Options {
     int max_per_client = kDefaultMaxPerClient;             ///< Stage 3: connections per client IP.
     int max_total = kDefaultMaxTotal;                      ///< Stage 3: connections in all.
     bool status_page = false;                              ///< Stage 3: serve /server-status.
+    bool reclaim_idle = false;   ///< Stage 3: a full server reclaims head-incomplete connections.
     bool status_remote = false;  ///< Stage 3: answer /server-status to non-loopback clients too.
     std::vector<std::string> allow_agents;  ///< `--allow-agent` patterns.
     std::vector<std::string> deny_agents;   ///< `--deny-agent` patterns.

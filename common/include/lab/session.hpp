@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -29,6 +30,37 @@ enum class SessionOutcome {
     rejected,   ///< The request was malformed or too large and got an error status.
     timed_out,  ///< The client did not send a whole request head before the deadline.
     abandoned,  ///< The client left, the server is stopping, or the send failed.
+    reclaimed,  ///< Another client needed the slot before this one's head arrived (408).
+};
+
+/// @brief A connection that another thread may end while it still waits for its request head.
+///
+/// Stage 3's `--reclaim-idle` uses it: when the server is full, the accepting thread takes
+/// the slot of the oldest connection that has not sent a whole request head yet. The two
+/// sides meet here, under one small lock: the session settles the connection once its head
+/// has arrived (or it is ending), and from then on it can no longer be reclaimed; a reclaim
+/// that comes first shuts the socket's reading side, which wakes the session's read at once.
+class Reclaimable {
+  public:
+    /// @brief A connection still waiting for its head, with no socket attached yet.
+    Reclaimable() = default;
+    /// @brief Not copyable: the two sides share this very object.
+    Reclaimable(const Reclaimable&) = delete;
+    /// @brief Not copy-assignable.
+    Reclaimable& operator=(const Reclaimable&) = delete;
+
+    /// @brief The session names its socket; false if the connection was reclaimed already.
+    bool attach(int fd) noexcept;
+    /// @brief The session is done waiting (head complete, or leaving); false if reclaimed.
+    bool settle() noexcept;
+    /// @brief Takes the connection if it still waits, and wakes its reader; else false.
+    bool reclaim() noexcept;
+
+  private:
+    enum class State { waiting, settled, reclaimed };
+    std::mutex mutex_;
+    State state_ = State::waiting;
+    int fd_ = -1;
 };
 
 /// @brief Builds the shared context from parsed options.
@@ -38,7 +70,11 @@ enum class SessionOutcome {
 ///
 /// This is a connection's failure boundary: whatever goes wrong inside (a bad request, a
 /// client that leaves, memory running out) ends this connection only, and never throws.
-SessionOutcome serve_connection(Connection connection, const ServerContext& context) noexcept;
+///
+/// With @p reclaimable, another thread may end the connection while its head is still on
+/// the way: the client then gets 408 and the outcome is `reclaimed`.
+SessionOutcome serve_connection(Connection connection, const ServerContext& context,
+                                Reclaimable* reclaimable = nullptr) noexcept;
 
 /// @brief Answers 503 to a client the server has no thread or memory for, and closes it.
 ///
