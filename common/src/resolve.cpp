@@ -172,7 +172,8 @@ DocumentRoot::DocumentRoot(const std::filesystem::path& path)
         throw StartupError(1,
                            "cannot open document root " + path.string() + ": " + errno_text(errno));
     }
-    if (open_beneath(fd_.get(), ".") < 0 && errno == ENOSYS) {
+    const Fd probe(open_beneath(fd_.get(), "."));
+    if (!probe.valid() && errno == ENOSYS) {
         throw StartupError(1, "this kernel has no openat2(); Linux 5.6 or later is needed");
     }
 }

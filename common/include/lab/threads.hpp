@@ -57,7 +57,12 @@ class ThreadSet {
             return true;
         } catch (const std::exception&) {  // std::system_error (no thread) or std::bad_alloc
             Connection unserved = job ? std::move(job->connection) : std::move(connection);
-            job.reset();  // the handler, and what it holds, goes first
+            // The handler, and what it holds (a limit slot), goes before the client is told.
+            if (job) {
+                job.reset();
+            } else {
+                [[maybe_unused]] const Handler dropped(std::move(handler));
+            }
             send_unavailable(std::move(unserved));
             return false;
         }
