@@ -13,7 +13,8 @@ What it does, all on 127.0.0.1, every wait and every run bounded:
    --clients concurrent clients, byte counts checked (benchlib/client.py);
 4. ab on the 1 KiB file at concurrency 1, 12, 60, 200 and on the 100 MiB file at 4, repeated
    and interleaved (one run per server per round, rotating order) (benchlib/ab.py);
-5. the idle-connection flood against each stage: threads and memory from /proc as 1000 idle
+5. the idle-connection flood against each stage (and a trickle flood, and stage 3 with
+   --reclaim-idle): threads and memory from /proc as 1000 idle
    connections open, then the rate of admitted requests from a fresh address
    (benchlib/flood.py);
 6. the Google Benchmark micro-benchmarks of the parser (bench/micro, benchlib/micro.py);
@@ -279,18 +280,31 @@ def run_ab_large(settings, site, running, work, results, log):
             + ", ".join(line))
 
 
+#: The floods run, in order: (stage, variant, extra options). Stage 3 runs with and without
+#: --reclaim-idle, so the table shows the lockout and what the flag does to it.
+FLOOD_RUNS = (
+    ("stage1", "idle", ()),
+    ("stage2", "idle", ()),
+    ("stage3", "idle", ()),
+    ("stage3", "idle", ("--reclaim-idle",)),
+    ("stage3", "trickle", ()),
+    ("stage3", "trickle", ("--reclaim-idle",)),
+)
+
+
 def run_floods(settings, site, work, build_dir, results, log):
-    for short, binary in STAGES.items():
-        extra = ()
+    for index, (short, variant, flags) in enumerate(FLOOD_RUNS):
+        extra = flags
         recovery = None
+        name = " ".join((short, *flags))
         if short == "stage3":
             extra = ("-maxclient", str(settings.flood_stage3_max_client),
-                     "-maxtotal", str(settings.flood_stage3_max_total))
+                     "-maxtotal", str(settings.flood_stage3_max_total), *flags)
             # Its admitted flood connections give their slots back at the read deadline.
             recovery = settings.flood_server_timeout + 5.0
-        flood_dir = work / f"flood-{short}"
+        flood_dir = work / f"flood-{index}-{short}"
         flood_dir.mkdir()
-        server = sv.StageServer(flood_dir, site.root, build_dir / "bin" / binary, short,
+        server = sv.StageServer(flood_dir, site.root, build_dir / "bin" / STAGES[short], name,
                                 timeout=settings.flood_server_timeout, extra=extra)
         try:
             server.start()
@@ -298,17 +312,18 @@ def run_floods(settings, site, work, build_dir, results, log):
             result = flood.run(server, site.small_1k, site.size(site.small_1k),
                                settings.flood_count, settings.flood_clients,
                                settings.flood_window, settings.flood_request_timeout,
-                               settings.flood_sample_every, recovery)
+                               settings.flood_sample_every, recovery,
+                               trickle=variant == "trickle")
         except (sv.ServerError, OSError) as error:
-            results.notes.append(f"flood against {short} failed: {error}")
-            log(f"flood {short}: {error}")
+            results.notes.append(f"{variant} flood against {name} failed: {error}")
+            log(f"flood {name} ({variant}): {error}")
             continue
         finally:
             server.stop()
         results.floods.append(result)
-        log(f"flood {short}: {result.opened} open ({result.held} held, {result.refused_503} "
-            f"503, {result.refused_429} 429, {result.closed} closed), threads "
-            f"{result.threads_idle}→{result.max_threads}, "
+        log(f"flood {name} ({variant}): {result.opened} open ({result.held} held, "
+            f"{result.refused_503} 503, {result.refused_429} 429, {result.closed} closed), "
+            f"threads {result.threads_idle}→{result.max_threads}, "
             f"VmHWM {result.vmhwm_kib / 1024:.1f} MiB, "
             f"admitted/s {result.unloaded.admitted_per_s:,.0f} unloaded vs "
             f"{result.loaded.admitted_per_s:,.0f} under flood")

@@ -35,6 +35,7 @@ STATUS_KEYS = {
     "refused_per_client",
     "refused_total",
     "timed_out",
+    "reclaimed",
     "max_per_client",
     "max_total",
 }

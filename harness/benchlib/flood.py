@@ -22,6 +22,10 @@ For one freshly started stage:
    until the first 200 and reports how long after the flood was fully open that came — the
    flood's admitted connections hold their slots until the server's read deadline (``-t``).
 
+The *trickle* variant is the same, except that from the moment it is opened every flood
+connection sends TRICKLE_BYTES bytes of a request head every TRICKLE_PERIOD seconds and never
+finishes it: a slowloris client, which an idle-timeout that only looks for silence would miss.
+
 VmHWM is the server's peak resident set over its whole life: the server is started fresh for
 this test, so that is the peak of steps 1–4.
 """
@@ -47,6 +51,11 @@ REFUSAL_BACKOFF = 0.01
 CONNECT_TIMEOUT = 3.0
 #: Consecutive failed flood connections after which the flood stops growing.
 MAX_CONSECUTIVE_CONNECT_ERRORS = 10
+#: Trickle flood: seconds between two sends on each connection, and bytes per send.
+TRICKLE_PERIOD = 0.3
+TRICKLE_BYTES = 3
+#: What a trickling connection sends, a few bytes at a time: a head that never ends.
+TRICKLE_HEAD = b"GET /index.html HTTP/1.0\r\nX-Slow: " + b"a" * 4000
 
 
 def flood_ips(count: int) -> list[str]:
@@ -99,6 +108,7 @@ class FloodResult:
     stage: str
     command: str
     target: int  #: flood connections to open
+    variant: str = "idle"  #: "idle" or "trickle"
     opened: int = 0
     connect_errors: int = 0
     held: int = 0
@@ -159,6 +169,36 @@ def closed_loop(port: int, path: str, size: int, clients: int, seconds: float,
         thread.join(seconds + request_timeout + 5)
     result.seconds = time.perf_counter() - start
     return result
+
+
+class Trickler:
+    """Sends a few more bytes of an endless head on every flood socket, every TRICKLE_PERIOD."""
+
+    def __init__(self, socks: list[socket.socket]):
+        self._socks = socks
+        self._sent = [0] * len(socks)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> "Trickler":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(TRICKLE_PERIOD):
+            for i, sock in enumerate(self._socks):
+                done = self._sent[i]
+                if done < 0 or done + TRICKLE_BYTES > len(TRICKLE_HEAD):
+                    continue
+                try:
+                    sock.send(TRICKLE_HEAD[done:done + TRICKLE_BYTES], socket.MSG_DONTWAIT)
+                    self._sent[i] = done + TRICKLE_BYTES
+                except OSError:
+                    self._sent[i] = -1  # answered and closed by the server: leave it be
 
 
 def settled_status(pid: int, limit: float = 0.5) -> dict[str, int]:
@@ -234,16 +274,21 @@ def open_flood(port: int, pid: int, count: int, sample_every: int, result: Flood
 
 
 def run(server, path: str, size: int, count: int, clients: int, window: float,
-        request_timeout: float, sample_every: int, recovery_limit: float | None) -> FloodResult:
+        request_timeout: float, sample_every: int, recovery_limit: float | None,
+        trickle: bool = False) -> FloodResult:
     """Steps 1–4 of the module docstring against @p server (started, unloaded)."""
-    result = FloodResult(stage=server.name, command=server.describe(), target=count)
+    result = FloodResult(stage=server.name, command=server.describe(), target=count,
+                         variant="trickle" if trickle else "idle")
     result.unloaded = closed_loop(server.port, path, size, clients, window, request_timeout)
     result.threads_idle = settled_status(server.pid).get("Threads", 0)
 
     socks: list[socket.socket] = []
+    trickler = None
     try:
         open_flood(server.port, server.pid, count, sample_every, result, socks)
         opened_at = time.perf_counter()
+        if trickle:
+            trickler = Trickler(socks).start()
         for sock in socks:
             verdict = classify(sock)
             if verdict == "held":
@@ -279,6 +324,8 @@ def run(server, path: str, size: int, count: int, clients: int, window: float,
         result.vmhwm_kib = final.get("VmHWM", 0)
         result.max_threads = max([s.threads for s in result.samples] + [final.get("Threads", 0)])
     finally:
+        if trickler is not None:
+            trickler.stop()
         for sock in socks:
             sock.close()
     return result

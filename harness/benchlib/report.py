@@ -173,29 +173,45 @@ def targets(results: Results, summary: list[dict], small: str, huge: str) -> lis
         target = _ratio_target(f"{stage} ≥ 1.0× nginx throughput, 100 MiB, c={large_c}",
                                a and a * 100, b and b * 100, 1.0, "MiB/s")
         out.append(target)
-    flood = next((f for f in results.floods if f.stage == "stage3"), None)
     max_total = results.settings["flood_stage3_max_total"]
-    if flood is None:
-        out.append(Target("stage3 under the flood: threads ≤ maxtotal + 4", None, "not measured"))
-        out.append(Target("stage3 under the flood: VmHWM ≤ 32 MiB", None, "not measured"))
-        out.append(Target("stage3 under the flood: admitted rate ≥ 0.8× unloaded", None,
-                          "not measured"))
-        return out
+    out += _flood_targets(_flood(results, "stage3", "idle"), "stage3 under the idle flood",
+                          max_total, 0.8, None)
+    out += _flood_targets(_flood(results, "stage3 --reclaim-idle", "idle"),
+                          "stage3 --reclaim-idle under the idle flood", max_total, 0.8, 0.1)
+    out += _flood_targets(_flood(results, "stage3 --reclaim-idle", "trickle"),
+                          "stage3 --reclaim-idle under the trickle flood", max_total, 0.5, None)
+    return out
+
+
+def _flood(results: Results, stage: str, variant: str) -> FloodResult | None:
+    return next((f for f in results.floods if f.stage == stage and f.variant == variant), None)
+
+
+def _flood_targets(flood: FloodResult | None, what: str, max_total: int, min_ratio: float,
+                   max_first_s: float | None) -> list[Target]:
+    """Thread, memory and admitted-rate targets for one stage-3 flood run."""
     limit = max_total + 4
-    out.append(Target(f"stage3 under the {flood.opened}-connection flood: threads ≤ maxtotal + 4"
-                      f" = {limit}", flood.max_threads <= limit,
-                      f"max {flood.max_threads} threads"))
-    out.append(Target("stage3 under the flood: VmHWM ≤ 32 MiB", flood.vmhwm_kib <= 32 * 1024,
-                      f"{flood.vmhwm_kib / 1024:.1f} MiB"))
+    if flood is None:
+        return [Target(f"{what}: threads ≤ maxtotal + 4, VmHWM ≤ 32 MiB, admitted rate", None,
+                       "not measured")]
+    out = [Target(f"{what} ({flood.opened} connections): threads ≤ maxtotal + 4 = {limit}",
+                  flood.max_threads <= limit, f"max {flood.max_threads} threads"),
+           Target(f"{what}: VmHWM ≤ 32 MiB", flood.vmhwm_kib <= 32 * 1024,
+                  f"{flood.vmhwm_kib / 1024:.1f} MiB")]
     ratio = flood.rate_ratio
     loaded = flood.loaded
     out.append(Target(
-        "stage3 under the flood: admitted requests/s from a fresh IP ≥ 0.8× unloaded",
-        None if ratio is None else ratio >= 0.8,
+        f"{what}: admitted requests/s from a fresh IP ≥ {min_ratio}× unloaded",
+        None if ratio is None else ratio >= min_ratio,
         "not measured" if ratio is None else
         f"{ratio:.2f}× ({loaded.admitted_per_s:,.0f} vs {flood.unloaded.admitted_per_s:,.0f} "
         f"admitted/s; under the flood {loaded.admitted} of {loaded.attempts} tries admitted, "
         f"{loaded.refused} refused, {loaded.failed} failed)"))
+    if max_first_s is not None:
+        first = flood.recovery_s
+        out.append(Target(f"{what}: first admission ≤ {max_first_s} s after the flood is open",
+                          None if first is None else first <= max_first_s,
+                          "none" if first is None else f"{first:.3f} s"))
     return out
 
 
@@ -221,9 +237,9 @@ def flood_rows(floods: list[FloodResult]) -> tuple[list[dict], list[dict]]:
     series, summary = [], []
     for f in floods:
         for s in f.samples:
-            series.append({"stage": f.stage, **asdict(s)})
+            series.append({"stage": f.stage, "variant": f.variant, **asdict(s)})
         summary.append({
-            "stage": f.stage, "command": f.command, "target": f.target, "opened": f.opened,
+            "stage": f.stage, "variant": f.variant, "command": f.command, "target": f.target, "opened": f.opened,
             "connect_errors": f.connect_errors, "held": f.held, "refused_503": f.refused_503,
             "refused_429": f.refused_429, "closed": f.closed, "threads_idle": f.threads_idle,
             "max_threads": f.max_threads, "vmhwm_kib": f.vmhwm_kib,
@@ -321,6 +337,8 @@ def write_plots(out: Path, results: Results, tc_summary, summary, small: str,
     if results.floods:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
         for f in results.floods:
+            if f.variant != "idle":
+                continue  # the trickle runs open the same way; one curve per server is enough
             samples = [s for s in f.samples if s.phase == "opening"]
             ax1.plot([s.open_connections for s in samples], [s.threads for s in samples],
                      marker=".", label=f.stage)
@@ -523,7 +541,7 @@ def summary_md(results: Results, tc_summary, summary, goals: list[Target], small
         lines.append("")
 
     if results.floods:
-        f3 = next((f for f in results.floods if f.stage == "stage3"), None)
+        f3 = _flood(results, "stage3", "idle")
         lines += ["## Idle-connection flood: threads, memory, admitted requests", "",
                   f"Each stage is started afresh (`-t {s['flood_server_timeout']}`; stage3 with "
                   f"`-maxclient {s['flood_stage3_max_client']} -maxtotal "
@@ -542,16 +560,18 @@ def summary_md(results: Results, tc_summary, summary, goals: list[Target], small
                   "measured once before the flood (unloaded) and once while every flood "
                   "connection is still open; the ratio of the two is the figure. *First "
                   "admission* is how long after the last flood connection opened the fresh "
-                  "address got its first 200.", ""]
-        lines += _table(["stage", "opened", "held / 503 / 429 / closed", "threads idle → max",
+                  "address got its first 200. In the *trickle* rows every flood connection "
+                  "also sends 3 bytes of a request head every 0.3 s and never finishes it.", ""]
+        lines += _table(["stage", "flood", "opened", "held / 503 / 429 / closed", "threads idle → max",
                          "VmHWM MiB", "unloaded adm/s", "flood: adm/s (adm/tries)",
                          "ratio", "first admission"], [
-            [f.stage, str(f.opened), f"{f.held} / {f.refused_503} / {f.refused_429} / {f.closed}",
+            [f.stage, f.variant, str(f.opened), f"{f.held} / {f.refused_503} / {f.refused_429} / {f.closed}",
              f"{f.threads_idle} → {f.max_threads}", f"{f.vmhwm_kib / 1024:.1f}",
              _f(f.unloaded.admitted_per_s),
              f"{_f(f.loaded.admitted_per_s)} ({f.loaded.admitted}/{f.loaded.attempts})",
              _f(f.rate_ratio, "{:.2f}"),
-             _f(f.recovery_s, "{:.1f} s", none=f.recovery_note or "none")]
+             _f(f.recovery_s, "{:.3f} s" if (f.recovery_s or 0) < 1 else "{:.1f} s",
+                none=f.recovery_note or "none")]
             for f in results.floods])
         if f3 is not None:
             lines += ["", f"stage3: {f3.held} flood connections were admitted and held "
