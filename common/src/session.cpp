@@ -94,16 +94,6 @@ Response answer(const Request& request, const std::string& peer_ip, const Server
     return response;
 }
 
-// The reply to a head that never became a request: 408, or the parser's error status.
-Response head_error(const HeadRead& head) {
-    Response response = head.outcome == SessionOutcome::timed_out
-                            ? error_response(408, "The request did not arrive in time.")
-                            : error_response(head.parsed.status, head.parsed.reason);
-    // Once the method was read, a HEAD is answered as one: headers only, whatever went wrong.
-    if (head.parsed.request.method == "HEAD") response.send_body = false;
-    return response;
-}
-
 // Writes head and body; false if the client stalled past the limit or went away.
 bool send_response(int fd, const Response& response, std::chrono::milliseconds idle_timeout) {
     std::string head = serialize_head(response, std::time(nullptr));
@@ -141,6 +131,30 @@ bool Reclaimable::reclaim() noexcept {
     return true;
 }
 
+Response respond(const ParseResult& parsed, bool timed_out, const std::string& peer_ip,
+                 const ServerContext& context) {
+    if (parsed.state == ParseState::done) return answer(parsed.request, peer_ip, context);
+    const bool rejected = !timed_out && parsed.state == ParseState::failed;
+    Response response = rejected ? error_response(parsed.status, parsed.reason)
+                                 : error_response(408, "The request did not arrive in time.");
+    // Once the method was read, a HEAD is answered as one: headers only, whatever went wrong.
+    if (parsed.request.method == "HEAD") response.send_body = false;
+    return response;
+}
+
+Response reclaimed_response(const ParseResult& parsed) {
+    Response response = error_response(408,
+                                       "The server needed this connection for another client: "
+                                       "the request did not arrive in time.");
+    if (parsed.request.method == "HEAD") response.send_body = false;
+    return response;
+}
+
+std::string logged_request_line(const ParseResult& parsed, std::string_view bytes) {
+    if (parsed.state == ParseState::done) return parsed.request.request_line;
+    return first_line(bytes);
+}
+
 ServerContext make_context(const Options& options) {
     set_access_log(!options.quiet);
     ServerContext context;
@@ -156,12 +170,9 @@ namespace {
 // The 408 for a connection whose slot went to another client, and its close.
 SessionOutcome give_up_slot(Connection& connection, const HeadRead& head,
                             const ServerContext& context) {
-    Response response = error_response(408,
-                                       "The server needed this connection for another client: "
-                                       "the request did not arrive in time.");
-    if (head.parsed.request.method == "HEAD") response.send_body = false;
+    const Response response = reclaimed_response(head.parsed);
     const bool sent = send_response(connection.fd.get(), response, context.timeout);
-    log_access(connection.peer_ip, first_line(head.bytes), 408,
+    log_access(connection.peer_ip, logged_request_line(head.parsed, head.bytes), 408,
                sent ? response.body_bytes_sent() : 0);
     // Its reading side is shut already; what arrived is dropped and the socket closes.
     close_gracefully(std::move(connection.fd), std::chrono::milliseconds(0));
@@ -182,16 +193,12 @@ SessionOutcome serve(Connection& connection, const ServerContext& context,
     }
     // Silence gets a silent close, and so does a client that left or a server that stops.
     if (head.outcome == SessionOutcome::abandoned) return SessionOutcome::abandoned;
-    if (head.outcome == SessionOutcome::timed_out && head.bytes.empty()) {
-        return SessionOutcome::timed_out;
-    }
-    const bool complete = head.outcome == SessionOutcome::served;
-    const Response response =
-        complete ? answer(head.parsed.request, connection.peer_ip, context) : head_error(head);
+    const bool timed_out = head.outcome == SessionOutcome::timed_out;
+    if (timed_out && head.bytes.empty()) return SessionOutcome::timed_out;
+    const Response response = respond(head.parsed, timed_out, connection.peer_ip, context);
     const bool sent = send_response(fd, response, context.timeout);
-    log_access(connection.peer_ip,
-               complete ? head.parsed.request.request_line : first_line(head.bytes),
-               response.status, sent ? response.body_bytes_sent() : 0);
+    log_access(connection.peer_ip, logged_request_line(head.parsed, head.bytes), response.status,
+               sent ? response.body_bytes_sent() : 0);
     // An error reply may leave request bytes unread; wait for the client before closing so
     // that the kernel does not reset the connection under the reply.
     close_gracefully(std::move(connection.fd),

@@ -66,6 +66,21 @@ class Reclaimable {
 /// @brief Builds the shared context from parsed options.
 [[nodiscard]] ServerContext make_context(const Options& options);
 
+/// @brief The reply to what arrived of a request head.
+///
+/// A complete head (@p parsed done) gets the status page or whatever the site has; a rejected
+/// one gets the parser's status; one cut off by the deadline (@p timed_out) gets 408. Once the
+/// method was read, a HEAD's reply carries no body whatever went wrong.
+[[nodiscard]] Response respond(const ParseResult& parsed, bool timed_out,
+                               const std::string& peer_ip, const ServerContext& context);
+
+/// @brief The 408 for a connection whose slot was reclaimed for another client.
+[[nodiscard]] Response reclaimed_response(const ParseResult& parsed);
+
+/// @brief What the access log shows for a request: its request line, or the start of the
+/// first line that arrived when there was no valid request.
+[[nodiscard]] std::string logged_request_line(const ParseResult& parsed, std::string_view bytes);
+
 /// @brief Serves the single request of @p connection and closes it.
 ///
 /// This is a connection's failure boundary: whatever goes wrong inside (a bad request, a
