@@ -133,6 +133,33 @@ Listener::~Listener() {
     g_listen_fd.store(-1);
 }
 
+namespace {
+
+// Turns an accepted socket into a Connection (Nagle off, the peer's address as text).
+std::optional<Connection> make_connection(Fd client, const sockaddr_storage& peer) {
+    const int one = 1;
+    // Replies are written whole; waiting to coalesce them only adds latency.
+    ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    try {
+        return Connection{std::move(client), ip_text(peer)};
+    } catch (const std::bad_alloc&) {
+        return std::nullopt;  // no memory even for the client's address: it is dropped
+    }
+}
+
+// Logs running out of descriptors at most once per kExhaustionLogInterval.
+void log_out_of_fds(int err) {
+    const auto now =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
+            .count();
+    if (now - g_out_of_fds_logged.load() < kExhaustionLogInterval.count()) return;
+    g_out_of_fds_logged.store(now);
+    log_error("accept: " + errno_text(err) + "; retrying every " +
+              std::to_string(kAcceptBackoff.count()) + " ms");
+}
+
+}  // namespace
+
 std::optional<Connection> Listener::accept() {
     while (!shutdown_requested()) {
         sockaddr_storage peer{};
@@ -142,18 +169,10 @@ std::optional<Connection> Listener::accept() {
         Fd client(::accept4(fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,
                             SOCK_NONBLOCK | SOCK_CLOEXEC));
         if (client.valid()) {
-            const int one = 1;
-            // Replies are written whole; waiting to coalesce them only adds latency.
-            ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            try {
-                return Connection{std::move(client), ip_text(peer)};
-            } catch (const std::bad_alloc&) {
-                // No memory even for the client's address: drop this one and let the
-                // connections being served finish before accepting more.
-                client.reset();
-                wait_for(-1, 0, Clock::now() + kAcceptBackoff);
-                continue;
-            }
+            if (auto connection = make_connection(std::move(client), peer)) return connection;
+            // No memory: let the connections being served finish before accepting more.
+            wait_for(-1, 0, Clock::now() + kAcceptBackoff);
+            continue;
         }
         const int err = errno;
         switch (err) {
@@ -167,14 +186,7 @@ std::optional<Connection> Listener::accept() {
             case ENOMEM:
                 // Out of descriptors: the client stays queued and accept() would fail again
                 // at once, so sleep instead of spinning until some connection closes.
-                if (const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         Clock::now().time_since_epoch())
-                                         .count();
-                    now - g_out_of_fds_logged.load() >= kExhaustionLogInterval.count()) {
-                    g_out_of_fds_logged.store(now);
-                    log_error("accept: " + errno_text(err) + "; retrying every " +
-                              std::to_string(kAcceptBackoff.count()) + " ms");
-                }
+                log_out_of_fds(err);
                 wait_for(-1, 0, Clock::now() + kAcceptBackoff);
                 continue;
             default:
@@ -185,6 +197,34 @@ std::optional<Connection> Listener::accept() {
         }
     }
     return std::nullopt;
+}
+
+void Listener::set_nonblocking() {
+    const int flags = ::fcntl(fd_.get(), F_GETFL);
+    if (flags < 0 || ::fcntl(fd_.get(), F_SETFL, flags | O_NONBLOCK) != 0) {
+        throw StartupError(1, "fcntl(O_NONBLOCK) on the listening socket: " + errno_text(errno));
+    }
+}
+
+std::optional<Connection> Listener::try_accept(int& error) {
+    while (true) {
+        sockaddr_storage peer{};
+        socklen_t len = sizeof peer;
+        Fd client(::accept4(fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,
+                            SOCK_NONBLOCK | SOCK_CLOEXEC));
+        if (client.valid()) {
+            error = 0;
+            auto connection = make_connection(std::move(client), peer);
+            if (!connection) error = ENOMEM;
+            return connection;
+        }
+        error = errno;
+        if (error == EINTR || error == ECONNABORTED || error == EPROTO) continue;
+        if (error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM) {
+            log_out_of_fds(error);
+        }
+        return std::nullopt;
+    }
 }
 
 IoStatus read_some(int fd, char* buffer, std::size_t size, Clock::time_point deadline,

@@ -52,6 +52,20 @@ class Listener {
     /// spinning, then tries again.
     [[nodiscard]] std::optional<Connection> accept();
 
+    /// @brief Makes the socket non-blocking, for an event loop; throws StartupError.
+    void set_nonblocking();
+
+    /// @brief Accepts one queued client without waiting (the socket must be non-blocking).
+    ///
+    /// Retries EINTR and ECONNABORTED. Returns nullopt with @p error set: EAGAIN when no
+    /// client is queued, EMFILE/ENFILE when out of descriptors (logged at most every few
+    /// seconds; the caller should stop accepting for kAcceptBackoff), ENOMEM when the client
+    /// was accepted but had to be dropped, or another errno.
+    [[nodiscard]] std::optional<Connection> try_accept(int& error);
+
+    /// @brief The listening descriptor, for an event loop's epoll set.
+    [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+
     /// @brief The port actually bound (useful after asking for port 0).
     [[nodiscard]] std::uint16_t port() const noexcept { return port_; }
     /// @brief The address as given.

@@ -1,0 +1,220 @@
+#include "connection.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <ctime>
+
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+
+#include "lab/log.hpp"
+#include "refusal.hpp"
+
+namespace lab {
+
+namespace {
+
+/// Bytes asked of the kernel per recv() while the head arrives.
+constexpr std::size_t kReadChunk = 4096;
+/// Most bytes one advance() hands to sendfile() before letting the loop serve others.
+constexpr std::size_t kSendSlice = std::size_t{1} << 20;
+
+// True when a socket call failed only because it would have had to wait.
+bool would_block(int err) {
+    return err == EAGAIN || err == EWOULDBLOCK;
+}
+
+}  // namespace
+
+EventConnection::EventConnection(Connection connection, ConnectionLimiter::Slot slot,
+                                 const ServerContext& context, Counters& counters,
+                                 Clock::time_point now)
+    : connection_(std::move(connection)),
+      slot_(std::move(slot)),
+      context_(context),
+      counters_(counters),
+      deadline_(now + context.timeout) {
+    // The whole head must arrive within -t of the accept, however it trickles in. A slot
+    // reclaimed before we even started is told so on the first advance().
+    if (Reclaimable* r = slot_.reclaimable(); r != nullptr && !r->attach(fd())) {
+        deadline_ = now;
+    }
+}
+
+EventConnection::EventConnection(Connection connection, Response response,
+                                 const ServerContext& context, Counters& counters,
+                                 Clock::time_point now)
+    : connection_(std::move(connection)),
+      context_(context),
+      counters_(counters),
+      linger_for_(kRefusalLinger) {
+    start_reply(std::move(response), now);
+}
+
+Interest EventConnection::advance(Clock::time_point now) {
+    switch (state_) {
+        case State::reading:
+            return read_head(now);
+        case State::sending:
+            return send_reply(now);
+        case State::lingering:
+            return linger(now);
+        case State::closed:
+            break;
+    }
+    return Interest::close;
+}
+
+Interest EventConnection::stop(Clock::time_point now) {
+    if (state_ != State::sending) return close();  // nobody waits on a half-read head now
+    hard_deadline_ = std::min(hard_deadline_, now + kShutdownGrace);
+    return advance(now);
+}
+
+Clock::time_point EventConnection::deadline() const noexcept {
+    return std::min(deadline_, hard_deadline_);
+}
+
+// Reads what has arrived and feeds the parser; replies once the head is complete or bad.
+Interest EventConnection::read_head(Clock::time_point now) {
+    while (true) {
+        const std::size_t old_size = bytes_.size();
+        bytes_.resize(old_size + kReadChunk);
+        const ssize_t n = ::recv(fd(), bytes_.data() + old_size, kReadChunk, 0);
+        bytes_.resize(old_size + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+        if (n > 0) {
+            if (parser_.parse(bytes_).state != ParseState::incomplete) {
+                return head_ended(false, now);
+            }
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && would_block(errno)) {
+            if (now >= deadline()) return head_ended(true, now);
+            return Interest::read;
+        }
+        // The client closed or reset — or a reclaim shut our reading side.
+        if (Reclaimable* r = slot_.reclaimable(); r != nullptr && !r->settle()) {
+            start_reply(reclaimed_response(parser_.result()), now);
+            linger_for_ = std::chrono::milliseconds(0);
+            return send_reply(now);
+        }
+        return close();
+    }
+}
+
+// The head is complete, rejected, or out of time: settles the slot and starts the reply.
+Interest EventConnection::head_ended(bool timed_out, Clock::time_point now) {
+    const ParseResult& parsed = parser_.result();
+    if (Reclaimable* r = slot_.reclaimable(); r != nullptr && !r->settle()) {
+        start_reply(reclaimed_response(parsed), now);
+        linger_for_ = std::chrono::milliseconds(0);
+        return send_reply(now);
+    }
+    if (timed_out) {
+        ++counters_.timed_out;
+        // Silence gets a silent close; a request cut off midway gets told why.
+        if (bytes_.empty()) return close();
+    }
+    counted_as_served_ = parsed.state == ParseState::done;
+    start_reply(respond(parsed, timed_out, connection_.peer_ip, context_), now);
+    return send_reply(now);
+}
+
+// Serializes the reply and sets up the body: in memory after the head, or from the file.
+void EventConnection::start_reply(Response response, Clock::time_point now) {
+    response_ = std::move(response);
+    logged_line_ = logged_request_line(parser_.result(), bytes_);
+    wire_ = serialize_head(response_, std::time(nullptr));
+    if (response_.body_bytes_sent() > 0) {
+        if (response_.file.valid()) {
+            file_left_ = response_.file_size;
+        } else {
+            wire_ += response_.body;
+        }
+    }
+    bytes_ = std::string();  // the request is no longer needed
+    state_ = State::sending;
+    deadline_ = now + context_.timeout;
+}
+
+// Sends what the socket takes now: the head, then the file with sendfile().
+Interest EventConnection::send_reply(Clock::time_point now) {
+    bool progress = false;
+    while (wire_sent_ < wire_.size()) {
+        // MSG_MORE lets the kernel put the head and the start of the file in one segment.
+        const int flags = MSG_NOSIGNAL | (file_left_ > 0 ? MSG_MORE : 0);
+        const ssize_t n = ::send(fd(), wire_.data() + wire_sent_, wire_.size() - wire_sent_, flags);
+        if (n > 0) {
+            wire_sent_ += static_cast<std::size_t>(n);
+            progress = true;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && would_block(errno)) break;
+        return finish_reply(false, now);
+    }
+    std::size_t slice = kSendSlice;
+    while (wire_sent_ == wire_.size() && file_left_ > 0 && slice > 0) {
+        const std::size_t chunk = std::min<std::uint64_t>(file_left_, slice);
+        const ssize_t n = ::sendfile(fd(), response_.file.get(), &file_offset_, chunk);
+        if (n > 0) {
+            file_left_ -= static_cast<std::uint64_t>(n);
+            slice -= static_cast<std::size_t>(n);
+            progress = true;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && would_block(errno)) break;
+        return finish_reply(false, now);  // an error, or the file shrank under us (n == 0)
+    }
+    if (wire_sent_ == wire_.size() && file_left_ == 0) return finish_reply(true, now);
+    // The client must take some data at least every -t: an idle limit, not a total one.
+    if (progress) deadline_ = now + context_.timeout;
+    if (now >= deadline()) return finish_reply(false, now);
+    // A slice used up with the socket still writable: level-triggered epoll calls again.
+    return Interest::write;
+}
+
+// Logs the request; then lingers after an error reply, or closes.
+Interest EventConnection::finish_reply(bool sent, Clock::time_point now) {
+    const int status = response_.status;
+    log_access(connection_.peer_ip, logged_line_, status, sent ? response_.body_bytes_sent() : 0);
+    if (sent && counted_as_served_) ++counters_.served;
+    response_ = Response();  // closes the file
+    wire_ = std::string();
+    if (!sent) return close();
+    // An error reply may leave request bytes unread: closing now would reset the connection
+    // under the reply. So stop sending and read until the client closes, or for a while. A
+    // success only drops what has already arrived, as close_gracefully() does.
+    if (status < 400) linger_for_ = std::chrono::milliseconds(0);
+    if (linger_for_ > std::chrono::milliseconds(0)) ::shutdown(fd(), SHUT_WR);
+    state_ = State::lingering;
+    deadline_ = now + linger_for_;
+    return linger(now);
+}
+
+// Reads and drops what the client still sends, until it closes or the linger time is over.
+Interest EventConnection::linger(Clock::time_point now) {
+    char sink[4096];
+    while (drained_ < kLingerMaxBytes) {
+        const ssize_t n = ::recv(fd(), sink, sizeof sink, 0);
+        if (n > 0) {
+            drained_ += static_cast<std::size_t>(n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && would_block(errno) && now < deadline()) return Interest::read;
+        break;  // closed, failed, or out of time
+    }
+    return close();
+}
+
+// Done: the socket closes and the slot is given back when this object is destroyed.
+Interest EventConnection::close() {
+    state_ = State::closed;
+    if (Reclaimable* r = slot_.reclaimable(); r != nullptr) r->settle();
+    return Interest::close;
+}
+
+}  // namespace lab

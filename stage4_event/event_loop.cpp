@@ -1,0 +1,216 @@
+#include "event_loop.hpp"
+
+#include <array>
+#include <cerrno>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include <sys/epoll.h>
+#include <sys/resource.h>
+
+#include "lab/log.hpp"
+#include "lab/options.hpp"
+#include "refusal.hpp"
+
+namespace lab {
+
+namespace {
+
+/// Most events taken from epoll per wait.
+constexpr int kMaxEvents = 256;
+
+// The epoll events that stand for an interest.
+std::uint32_t events_for(Interest interest) {
+    return interest == Interest::write ? EPOLLOUT : EPOLLIN;
+}
+
+// Adds, changes or removes @p fd in @p epoll; false (errno set) if the kernel refused.
+bool control(int epoll, int op, int fd, std::uint32_t events, std::uint64_t id) {
+    epoll_event event{};
+    event.events = events;
+    event.data.u64 = id;
+    return ::epoll_ctl(epoll, op, fd, &event) == 0;
+}
+
+}  // namespace
+
+EventLoop::EventLoop(const Shared& shared)
+    : shared_(shared), epoll_(::epoll_create1(EPOLL_CLOEXEC)) {
+    if (!epoll_.valid()) throw StartupError(1, "epoll_create1: " + errno_text(errno));
+    // EPOLLEXCLUSIVE: of all the loops waiting on the listener, one is woken per client.
+    if (!control(epoll_.get(), EPOLL_CTL_ADD, shared_.listener.fd(), EPOLLIN | EPOLLEXCLUSIVE,
+                 kListenerId) ||
+        !control(epoll_.get(), EPOLL_CTL_ADD, shutdown_fd(), EPOLLIN, kStopId)) {
+        throw StartupError(1, "epoll_ctl: " + errno_text(errno));
+    }
+}
+
+void EventLoop::run() {
+    std::array<epoll_event, kMaxEvents> events{};
+    while (!(stopping_ && connections_.empty())) {
+        const int n =
+            ::epoll_wait(epoll_.get(), events.data(), kMaxEvents, timers_.wait_ms(Clock::now()));
+        if (n < 0 && errno != EINTR) log_error("epoll_wait: " + errno_text(errno));
+        const auto now = Clock::now();
+        for (int i = 0; i < n; ++i) {
+            const std::uint64_t id = events[static_cast<std::size_t>(i)].data.u64;
+            if (id == kListenerId) {
+                accept_clients(now);
+            } else if (id == kStopId) {
+                begin_shutdown(now);
+            } else {
+                drive(id, now, false);
+            }
+        }
+        expire(now);
+    }
+}
+
+// Accepts what is queued, a batch at a time, and gives each client a connection.
+void EventLoop::accept_clients(Clock::time_point now) {
+    for (int i = 0; i < kAcceptBatch && accepting_ && !stopping_; ++i) {
+        int error = 0;
+        auto client = shared_.listener.try_accept(error);
+        if (client) {
+            admit(std::move(*client), now);
+            continue;
+        }
+        if (error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM) {
+            pause_accepting(now);  // no busy loop: the listener stays readable meanwhile
+        }
+        return;  // EAGAIN: nobody else is waiting (or the listener was shut down)
+    }
+}
+
+// Takes a slot for the client, or tells it 429/503 at once, as stage 3's accept loop does.
+void EventLoop::admit(Connection client, Clock::time_point now) {
+    ++shared_.counters.accepted;
+    auto admission = shared_.limiter.try_acquire(client.peer_ip);
+    try {
+        if (admission.verdict == ConnectionLimiter::Verdict::admitted) {
+            add(std::make_unique<EventConnection>(std::move(client), std::move(admission.slot),
+                                                  shared_.context, shared_.counters, now),
+                now);
+            return;
+        }
+        const bool per_client = admission.verdict == ConnectionLimiter::Verdict::client_full;
+        ++(per_client ? shared_.counters.refused_per_client : shared_.counters.refused_total);
+        // Refused sockets linger to read the client's request before closing, so that no
+        // reset destroys the reply; at most kMaxLingering at once per loop, oldest closed first.
+        while (refused_.size() >= kMaxLingering) {
+            connections_.erase(refused_.front());
+            refused_.pop_front();
+        }
+        refused_.push_back(next_id_);
+        add(std::make_unique<EventConnection>(std::move(client),
+                                              refusal_response(per_client ? 429 : 503),
+                                              shared_.context, shared_.counters, now),
+            now);
+    } catch (const std::exception&) {
+        // No memory for this client: the fixed 503 still goes out (if it was not moved yet).
+        if (client.fd.valid()) send_unavailable(std::move(client));
+    }
+}
+
+// Registers a new connection with epoll and lets it make its first progress at once:
+// the request has often arrived together with the connection.
+void EventLoop::add(std::unique_ptr<EventConnection> connection, Clock::time_point now) {
+    const std::uint64_t id = next_id_++;
+    if (!control(epoll_.get(), EPOLL_CTL_ADD, connection->fd(), EPOLLIN, id)) {
+        return;  // the kernel is out of memory: this connection closes
+    }
+    connections_.emplace(id, Watched{std::move(connection)});
+    drive(id, now, false);
+}
+
+// Lets one connection progress (or stop), then follows what it waits for next.
+void EventLoop::drive(std::uint64_t id, Clock::time_point now, bool stopping) {
+    const auto found = connections_.find(id);
+    if (found == connections_.end()) return;  // closed earlier in this round
+    Watched& watched = found->second;
+    Interest next = Interest::close;
+    try {
+        next = stopping ? watched.connection->stop(now) : watched.connection->advance(now);
+    } catch (const std::exception& error) {
+        // Out of memory, most likely: this connection ends, the others go on.
+        log_error(std::string("connection dropped: ") + error.what());
+    }
+    settle(id, watched, next);
+}
+
+// Closes a finished connection, or updates its epoll interest and its timer.
+void EventLoop::settle(std::uint64_t id, Watched& watched, Interest next) {
+    if (next == Interest::close) {
+        connections_.erase(id);  // closing the socket also removes it from epoll
+        return;
+    }
+    if (next != watched.interest &&
+        control(epoll_.get(), EPOLL_CTL_MOD, watched.connection->fd(), events_for(next), id)) {
+        watched.interest = next;
+    }
+    // Only a deadline that moves earlier needs a new entry; a later one is found when the
+    // old entry comes due (see TimerQueue).
+    const auto deadline = watched.connection->deadline();
+    if (deadline < watched.scheduled) {
+        timers_.push(deadline, id);
+        watched.scheduled = deadline;
+    }
+}
+
+// Handles every deadline that has passed, and resumes accepting after a pause.
+void EventLoop::expire(Clock::time_point now) {
+    for (const TimerQueue::Entry& due : timers_.pop_due(now)) {
+        if (due.id == kResumeTimerId) {
+            if (!accepting_ && !stopping_) resume_accepting();
+            continue;
+        }
+        const auto found = connections_.find(due.id);
+        if (found == connections_.end() || found->second.scheduled != due.when) continue;
+        Watched& watched = found->second;
+        watched.scheduled = Clock::time_point::max();
+        if (watched.connection->deadline() <= now) {
+            drive(due.id, now, false);
+        } else {
+            settle(due.id, watched, watched.interest);  // moved later: schedule it again
+        }
+    }
+}
+
+// Out of descriptors: stop watching the listener for kAcceptBackoff instead of spinning.
+void EventLoop::pause_accepting(Clock::time_point now) {
+    control(epoll_.get(), EPOLL_CTL_DEL, shared_.listener.fd(), 0, kListenerId);
+    accepting_ = false;
+    resume_at_ = now + kAcceptBackoff;
+    timers_.push(resume_at_, kResumeTimerId);
+}
+
+void EventLoop::resume_accepting() {
+    accepting_ = control(epoll_.get(), EPOLL_CTL_ADD, shared_.listener.fd(),
+                         EPOLLIN | EPOLLEXCLUSIVE, kListenerId);
+    if (!accepting_) pause_accepting(Clock::now());
+}
+
+// SIGINT/SIGTERM: accept no more, end what waits on clients, give replies a short grace.
+void EventLoop::begin_shutdown(Clock::time_point now) {
+    if (stopping_) return;
+    stopping_ = true;
+    if (accepting_) control(epoll_.get(), EPOLL_CTL_DEL, shared_.listener.fd(), 0, kListenerId);
+    control(epoll_.get(), EPOLL_CTL_DEL, shutdown_fd(), 0, kStopId);  // it stays readable
+    std::vector<std::uint64_t> ids;
+    ids.reserve(connections_.size());
+    for (const auto& [id, watched] : connections_) ids.push_back(id);
+    for (const std::uint64_t id : ids) drive(id, now, true);
+}
+
+int raise_descriptor_limit() noexcept {
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return -1;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    return static_cast<int>(std::min<rlim_t>(limit.rlim_cur, 1 << 30));
+}
+
+}  // namespace lab
