@@ -137,7 +137,10 @@ def test_slow_download_is_never_reclaimed(site, servers):
     slow.bind(("127.0.13.1", 0))
     slow.connect(("127.0.0.1", server.port))
     slow.sendall(b"GET /big.bin HTTP/1.0\r\n\r\n")
-    received = bytearray()
+    # The reply has begun, so the server has the whole head: from now on the slot is safe.
+    slow.settimeout(5)
+    received = bytearray(slow.recv(4096))
+    assert received.startswith(b"HTTP/1.0 200 OK"), bytes(received[:100])
     try:
         with Holder() as holder:
             for round_ in range(4):
