@@ -127,13 +127,19 @@ class Server:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self, stage: str, root: Path, *extra: str, port: int = 0) -> "Server":
-        """Starts @p stage serving @p root and waits for its listening line."""
+    def start(self, stage: str, root: Path, *extra: str, port: int = 0,
+              preexec_fn=None) -> "Server":
+        """Starts @p stage serving @p root and waits for its listening line.
+
+        @p preexec_fn, if given, runs in the child between fork and exec: the place to lower
+        a resource limit or drop privileges for one server.
+        """
         self.stage = stage
         args = [str(binary(stage)), "-p", str(port), "-r", str(root), *extra]
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=self.workdir
+                args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=self.workdir,
+                preexec_fn=preexec_fn,
             )
         deadline = time.monotonic() + STARTUP_DEADLINE
         while time.monotonic() < deadline:
@@ -255,10 +261,10 @@ def servers(tmp_path):
     """A factory for Server objects; every server it made is stopped at teardown."""
     made: list[Server] = []
 
-    def start(stage: str, root: Path, *extra: str, port: int = 0) -> Server:
+    def start(stage: str, root: Path, *extra: str, port: int = 0, preexec_fn=None) -> Server:
         server = Server(tmp_path)
         made.append(server)
-        return server.start(stage, root, *extra, port=port)
+        return server.start(stage, root, *extra, port=port, preexec_fn=preexec_fn)
 
     yield start
     # A server that ended by itself, unasked, crashed: say so even if every assert passed.

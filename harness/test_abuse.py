@@ -364,10 +364,11 @@ TRAVERSALS = {
     "absolute-form-climb": (b"GET http://localhost/../../etc/passwd HTTP/1.0", (400,)),
     "relative-target": (b"GET ../x HTTP/1.0", (400,)),
     "asterisk": (b"GET * HTTP/1.0", (400,)),
-    "symlink-to-etc": (b"GET /etc/passwd HTTP/1.0", (403,)),
-    "symlink-to-etc-encoded": (b"GET /%65tc/passw%64 HTTP/1.0", (403,)),
-    "symlink-to-sibling-file": (b"GET /escape HTTP/1.0", (403,)),  # -> ../root2/secret.txt
-    "symlink-to-sibling-dir": (b"GET /sibling/secret.txt HTTP/1.0", (403,)),  # -> ../root2
+    # Whatever lies outside the root is "not found", existing or not (no existence oracle).
+    "symlink-to-etc": (b"GET /etc/passwd HTTP/1.0", (404,)),
+    "symlink-to-etc-encoded": (b"GET /%65tc/passw%64 HTTP/1.0", (404,)),
+    "symlink-to-sibling-file": (b"GET /escape HTTP/1.0", (404,)),  # -> ../root2/secret.txt
+    "symlink-to-sibling-dir": (b"GET /sibling/secret.txt HTTP/1.0", (404,)),  # -> ../root2
 }
 
 

@@ -351,9 +351,10 @@ TRAVERSALS = [
     ("GET /index.html%00.txt HTTP/1.0", 400),
     ("GET /%zz/secret.txt HTTP/1.0", 400),
     ("GET /secret.txt%2 HTTP/1.0", 400),
-    ("GET /escape HTTP/1.0", 403),  # symlink to ../root2/secret.txt
-    ("GET /etc/passwd HTTP/1.0", 403),  # symlink to /etc
-    ("GET /etc/ HTTP/1.0", 403),
+    # Outside the root is "not found", whether the target exists or not: no existence oracle.
+    ("GET /escape HTTP/1.0", 404),  # symlink to ../root2/secret.txt
+    ("GET /etc/passwd HTTP/1.0", 404),  # symlink to /etc
+    ("GET /etc/ HTTP/1.0", 404),
 ]
 
 
