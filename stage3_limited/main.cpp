@@ -7,7 +7,9 @@
 /// or 503 — and no thread is started for it. An admitted connection's slot travels with its
 /// thread and is given back when that thread has closed the connection (or at once, with a
 /// 503 to the client, if no thread can be started). The slot counts until the close, idle
-/// or not; the read and send deadlines (-t) make sure nobody holds one forever.
+/// or not; the read and send deadlines (-t) make sure nobody holds one forever. With
+/// --reclaim-idle, a full limiter instead takes the slot of the oldest connection still
+/// waiting for its request head (that client is told 408), so idle floods cannot lock out.
 
 #include "lab/net.hpp"
 #include "lab/options.hpp"
