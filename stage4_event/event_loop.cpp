@@ -102,26 +102,36 @@ void EventLoop::admit(Connection client, Clock::time_point now) {
             connections_.erase(refused_.front());
             refused_.pop_front();
         }
-        refused_.push_back(next_id_);
-        add(std::make_unique<EventConnection>(std::move(client),
-                                              refusal_response(per_client ? 429 : 503),
-                                              shared_.context, shared_.counters, now),
-            now);
+        const std::uint64_t id =
+            add(std::make_unique<EventConnection>(std::move(client),
+                                                  refusal_response(per_client ? 429 : 503),
+                                                  shared_.context, shared_.counters, now),
+                now);
+        if (id != 0) refused_.push_back(id);
     } catch (const std::exception&) {
         // No memory for this client: the fixed 503 still goes out (if it was not moved yet).
         if (client.fd.valid()) send_unavailable(std::move(client));
     }
 }
 
-// Registers a new connection with epoll and lets it make its first progress at once:
-// the request has often arrived together with the connection.
-void EventLoop::add(std::unique_ptr<EventConnection> connection, Clock::time_point now) {
-    const std::uint64_t id = next_id_++;
-    if (!control(epoll_.get(), EPOLL_CTL_ADD, connection->fd(), EPOLLIN, id)) {
-        return;  // the kernel is out of memory: this connection closes
+// Lets a new connection make its first progress at once — the request has usually arrived
+// together with the connection, and then it is served without ever entering epoll — and
+// registers it only if it has to wait. Returns its id, or 0 if it is already finished.
+std::uint64_t EventLoop::add(std::unique_ptr<EventConnection> connection, Clock::time_point now) {
+    Interest next = Interest::close;
+    try {
+        next = connection->advance(now);
+    } catch (const std::exception& error) {
+        log_error(std::string("connection dropped: ") + error.what());
     }
-    connections_.emplace(id, Watched{std::move(connection)});
-    drive(id, now, false);
+    if (next == Interest::close) return 0;
+    const std::uint64_t id = next_id_++;
+    if (!control(epoll_.get(), EPOLL_CTL_ADD, connection->fd(), events_for(next), id)) {
+        return 0;  // the kernel is out of memory: this connection closes
+    }
+    auto [entry, added] = connections_.emplace(id, Watched{std::move(connection), next});
+    settle(id, entry->second, next);
+    return id;
 }
 
 // Lets one connection progress (or stop), then follows what it waits for next.

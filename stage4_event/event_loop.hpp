@@ -56,7 +56,7 @@ class EventLoop {
 
     void accept_clients(Clock::time_point now);
     void admit(Connection client, Clock::time_point now);
-    void add(std::unique_ptr<EventConnection> connection, Clock::time_point now);
+    std::uint64_t add(std::unique_ptr<EventConnection> connection, Clock::time_point now);
     void drive(std::uint64_t id, Clock::time_point now, bool stopping);
     void settle(std::uint64_t id, Watched& watched, Interest next);
     void expire(Clock::time_point now);
