@@ -1,24 +1,30 @@
 #!/usr/bin/env python3
-"""Benchmark of the three stages against nginx and Python's http.server, in one command.
+"""Benchmark of the stages against nginx, Apache httpd and Python's http.server, in one command.
 
-    /usr/bin/python3 harness/bench.py            # full run, ≲ 10 minutes
-    /usr/bin/python3 harness/bench.py --quick    # smaller and fewer runs, < 2 minutes
+    /usr/bin/python3 harness/bench.py              # full run (≈ 15 minutes); build/bench/
+    /usr/bin/python3 harness/bench.py --quick      # fewer rounds (≈ 6 minutes), indicative only
+    /usr/bin/python3 harness/bench.py --publish    # full run into docs/bench/ (the reference)
 
 What it does, all on 127.0.0.1, every wait and every run bounded:
 
-1. installs what is missing (apache2-utils, nginx, python3-matplotlib, libbenchmark-dev);
+1. installs what is missing (apache2-utils, apache2, nginx, python3-matplotlib,
+   libbenchmark-dev);
 2. generates one document root (benchlib/site.py) and starts every server on it: stage1,
-   stage2, stage3 (-maxclient 256 -maxtotal 256), nginx (own nginx.conf), python -m http.server;
+   stage2, stage3 and stage4 (-maxclient 256 -maxtotal 256; stage4 only once it is built), nginx
+   and Apache (each with its own configuration, written by benchlib/servers.py), python -m
+   http.server;
 3. testcases 1 and 2: many small files / a few large files, fetched by one client and by
    --clients concurrent clients, byte counts checked (benchlib/client.py);
-4. ab on the 1 KiB file at concurrency 1, 12, 60, 200 and on the 100 MiB file at 4, repeated
-   and interleaved (one run per server per round, rotating order) (benchlib/ab.py);
-5. the idle-connection flood against each stage (and a trickle flood, and stage 3 with
-   --reclaim-idle): threads and memory from /proc as 1000 idle
-   connections open, then the rate of admitted requests from a fresh address
-   (benchlib/flood.py);
+4. ab on the 1 KiB file at concurrency 1, 12, 60, 200 and on the 100 MiB file at 4: one 1 s
+   calibration run per server and concurrency, then rounds of 3 s runs, one run per server per
+   round in rotating order; the context switches of each server are read before and after
+   each run (benchlib/ab.py, benchlib/ctxsw.py). Ratios to nginx are taken within a round;
+5. the idle-connection flood against each stage (and a trickle flood, and stages 3 and 4 with
+   --reclaim-idle): threads and memory from /proc as 1,000 idle connections (10,000 for
+   stage4) open, then the rate of admitted requests from a fresh address (benchlib/flood.py);
 6. the Google Benchmark micro-benchmarks of the parser (bench/micro, benchlib/micro.py);
-7. CSV files, PNG plots and summary.md in docs/bench/ (benchlib/report.py).
+7. CSV files, PNG plots and summary.md in build/bench/, or docs/bench/ with --publish
+   (benchlib/report.py).
 
 The servers' and ab's own output stays in a temporary directory, kept with --keep-tmp.
 """
@@ -45,11 +51,16 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 sys.path.insert(0, str(HARNESS_DIR))
 # benchlib imports only the standard library at load time (matplotlib when plotting), so
 # this works before deps.ensure() has installed anything.
-from benchlib import ab, client, deps, flood, machine, micro, report  # noqa: E402
+from benchlib import ab, client, ctxsw, deps, flood, machine, micro, report  # noqa: E402
 from benchlib import servers as sv  # noqa: E402
 from benchlib.site import HUGE, SMALL_1K, make_site  # noqa: E402
 
-STAGES = {"stage1": "stage1_sequential", "stage2": "stage2_threaded", "stage3": "stage3_limited"}
+STAGES = {"stage1": "stage1_sequential", "stage2": "stage2_threaded", "stage3": "stage3_limited",
+          "stage4": "stage4_event"}
+#: Stages the bench runs without when their binary is not built (with a note in the summary).
+OPTIONAL_STAGES = {"stage4"}
+#: Stages with stage 3's command line (-maxclient, -maxtotal, --reclaim-idle).
+LIMITED_STAGES = {"stage3", "stage4"}
 SECTIONS = ("testcases", "ab", "large", "flood", "micro")
 
 
@@ -60,26 +71,23 @@ class Settings:
     quick: bool
     clients: int = 12  #: concurrent clients of testcases 1 and 2
     tc_reps: int = 9
-    reps: int = 5  #: ab repetitions on the 1 KiB file
+    reps: int = 5  #: rounds of ab on the 1 KiB file
     concurrencies: tuple[int, ...] = (1, 12, 60, 200)
-    small_n: int = 4000
-    small_n_c1: int = 2000
-    ab_time_limit: float = 15.0
+    run_seconds: int = 3  #: length of every measured ab run (ab -t)
     ab_socket_timeout: float = 10.0
     large_reps: int = 5
-    large_n: int = 40
     large_c: int = 4
-    large_time_limit: float = 60.0
-    stage3_max_client: int = 256
+    stage3_max_client: int = 256  #: stages 3 and 4 in the throughput tests
     stage3_max_total: int = 256
     server_timeout: int = 10
     flood_count: int = 1000
+    flood_count_stage4: int = 10000  #: stage4's floods: 10,000 connections, one per address
     flood_window: float = 4.0
     flood_clients: int = 4
     flood_request_timeout: float = 2.0
     flood_sample_every: int = 25
     flood_server_timeout: int = 10
-    flood_stage3_max_client: int = 12
+    flood_stage3_max_client: int = 12  #: stages 3 and 4 in the floods
     flood_stage3_max_total: int = 60
     micro_min_time: float = 0.2
 
@@ -87,9 +95,14 @@ class Settings:
     def make(cls, quick: bool) -> "Settings":
         if not quick:
             return cls(quick=False)
-        return cls(quick=True, tc_reps=3, reps=2, small_n=1000, small_n_c1=400,
-                   ab_time_limit=8.0, large_reps=1, large_n=8, large_time_limit=30.0,
-                   flood_window=2.0, micro_min_time=0.05)
+        # Quick keeps the 3 s runs (shorter ones measure nothing) and cuts the rounds.
+        return cls(quick=True, tc_reps=3, reps=2, large_reps=2, flood_window=2.0,
+                   micro_min_time=0.05)
+
+    @property
+    def flood_hold_max_total(self) -> int:
+        """-maxtotal of stage4's holding flood: room for every flood connection and more."""
+        return self.flood_count_stage4 + 256
 
 
 class Log:
@@ -106,14 +119,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="fewer repetitions and requests (< 2 minutes)")
+                        help="fewer rounds (≈ 6 minutes); the summary marks the figures as "
+                        "indicative only")
     parser.add_argument("--clients", type=int, help="concurrent clients of testcases 1 and 2 "
                         "(default 12)")
     parser.add_argument("--reps", type=int, help="repetitions of every ab run and testcase")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
-    parser.add_argument("--out", type=Path, default=REPO_DIR / "docs" / "bench",
-                        help="output directory (default docs/bench)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default build/bench)")
+    parser.add_argument("--publish", action="store_true",
+                        help="write the reference figures into docs/bench (a full run only)")
     parser.add_argument("--build-dir", type=Path, default=REPO_DIR / "build",
                         help="CMake build directory holding bin/ (default build)")
     parser.add_argument("--tmp", type=Path, default=None,
@@ -127,6 +143,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {', '.join(sorted(unknown))}")
+    if args.publish:
+        # docs/bench holds the figures ANSWERS.md quotes: only a complete, full run replaces them.
+        if args.out is not None:
+            parser.error("--publish writes docs/bench; it does not take --out")
+        if args.quick or args.reps or args.clients or set(args.sections) != set(SECTIONS):
+            parser.error("--publish needs the full run: no --quick, --reps, --clients or --only")
+        args.out = REPO_DIR / "docs" / "bench"
+    elif args.out is None:
+        args.out = REPO_DIR / "build" / "bench"
     return args
 
 
@@ -159,16 +184,19 @@ def rotated(items: list, k: int) -> list:
 # ------------------------------------------------------------------------------------------
 
 
-def start_throughput_servers(settings, site, work, build_dir, results, log):
+def start_throughput_servers(settings, site, work, stages, results, log):
+    """Starts every server of the throughput sections; a stage that fails ends the bench, a
+    peer that fails (nginx, Apache, Python) is left out with a note."""
     made = []
-    for short, binary in STAGES.items():
+    for short, binary in stages.items():
         extra = ()
-        if short == "stage3":
+        if short in LIMITED_STAGES:
             extra = ("-maxclient", str(settings.stage3_max_client),
                      "-maxtotal", str(settings.stage3_max_total))
-        made.append(sv.StageServer(work, site.root, build_dir / "bin" / binary, short,
+        made.append(sv.StageServer(work, site.root, binary, short,
                                    timeout=settings.server_timeout, extra=extra))
     made.append(sv.NginxServer(work, site.root))
+    made.append(sv.ApacheServer(work, site.root))
     made.append(sv.PythonServer(work, site.root))
     running = []
     for server in made:
@@ -223,96 +251,161 @@ def _delta(before, after):
     return after - before if before is not None and after is not None else None
 
 
-def _ab_run(url, n, c, time_limit, settings, work, tag):
-    """ab.run, plus the system-wide listen-queue overflows during the run."""
-    before = client.listen_overflows()
-    result = ab.run(url, n, c, time_limit, settings.ab_socket_timeout, work, tag)
-    return result, _delta(before, client.listen_overflows())
+def _ab_run(url, n, c, settings, work, tag, server, counter):
+    """ab.run for settings.run_seconds, plus the system-wide listen-queue overflows and the
+    server's context switches during the run."""
+    drops_before = client.listen_overflows()
+    ctx_before = counter.snapshot(server.pid)
+    result = ab.run(url, n, c, settings.run_seconds, settings.ab_socket_timeout, work, tag)
+    ctx = counter.delta(ctx_before, counter.snapshot(server.pid))
+    return result, _delta(drops_before, client.listen_overflows()), ctx
 
 
-def _ab_row(result, drops, server, file, size, concurrency, rep):
+def _ab_row(result, drops, ctx, server, file, size, concurrency, rep):
     row = {"file": file, "file_bytes": size, "server": server, "concurrency": concurrency,
            "rep": rep}
-    fields = dataclasses.asdict(result)
-    row.update(fields)
+    row.update(dataclasses.asdict(result))
     row["failures"] = result.failures
     row["ok"] = result.ok
+    row["short"] = result.short
+    bytes_per_s = result.bytes_per_s
+    row["mib_per_s"] = bytes_per_s / 2**20 if bytes_per_s is not None else None
     row["listen_overflows"] = drops
+    per_request = (lambda n: n / result.complete
+                   if n is not None and result.complete else None)
+    row["ctx_switches"] = ctx.switches
+    row["ctx_per_request"] = per_request(ctx.switches)
+    row["ctx_live_threads"] = ctx.live_threads
+    row["ctx_live_threads_per_request"] = per_request(ctx.live_threads)
+    row["ctx_processes_exited"] = ctx.processes_exited
     return row
 
 
-def run_ab_small(settings, site, running, work, results, log):
-    for server in running:  # warm-up: thread pools, nginx workers, page cache; not recorded
-        ab.run(f"http://127.0.0.1:{server.port}{site.small_1k}", 300, 4, 10,
-               settings.ab_socket_timeout, work, f"warmup-{server.name}")
+def _calibrate(settings, running, url_path, concurrencies, work, results, log, label):
+    """One calibration run per server and concurrency; returns the -n cap per concurrency.
+
+    The cap comes from the fastest server's rate, not each server's own: a calibration run
+    that a busy moment slowed down must not cut that server's measured runs short.
+    """
+    caps = {}
+    for c in concurrencies:
+        line, rates = [], []
+        for server in running:
+            rate, result = ab.calibrate(f"http://127.0.0.1:{server.port}{url_path}", c,
+                                        settings.ab_socket_timeout, work,
+                                        f"{label}-{server.name}-c{c}")
+            rates.append(rate)
+            results.calibration_rows.append({
+                "file": url_path, "server": server.name, "concurrency": c,
+                "seconds": result.seconds, "complete": result.complete, "rate": rate,
+                "gave_up": not result.ok})
+            line.append(f"{server.name} {rate:,.0f}")
+        caps[c] = ab.cap_for(max(rates, default=1.0), settings.run_seconds, c)
+        for row in results.calibration_rows[-len(rates):]:
+            row["cap"] = caps[c]
+        log(f"calibration {label} c={c} ({ab.CALIBRATION_SECONDS} s): req/s " + ", ".join(line)
+            + f"; cap -n {caps[c]:,}")
+    return caps
+
+
+def run_ab_small(settings, site, running, work, results, log, counter):
+    caps = _calibrate(settings, running, site.small_1k, settings.concurrencies, work, results,
+                      log, "1k")
     for rep in range(settings.reps):
         for c in settings.concurrencies:
-            n = settings.small_n_c1 if c == 1 else settings.small_n
             line = []
             for server in rotated(running, rep):
-                result, drops = _ab_run(f"http://127.0.0.1:{server.port}{site.small_1k}", n,
-                                        c, settings.ab_time_limit, settings, work,
-                                        f"1k-{server.name}-c{c}-r{rep + 1}")
-                results.ab_rows.append(_ab_row(result, drops, server.name, site.small_1k,
-                                               site.size(site.small_1k), c, rep + 1))
+                result, drops, ctx = _ab_run(f"http://127.0.0.1:{server.port}{site.small_1k}",
+                                             caps[c], c, settings, work,
+                                             f"1k-{server.name}-c{c}-r{rep + 1}", server,
+                                             counter)
+                row = _ab_row(result, drops, ctx, server.name, site.small_1k,
+                              site.size(site.small_1k), c, rep + 1)
+                results.ab_rows.append(row)
                 rps = f"{result.rps:,.0f}" if result.rps is not None else "–"
                 if result.rps_before_abort is not None:
                     rps += f" (≈{result.rps_before_abort:,.0f} before ab gave up)"
+                if row["ctx_per_request"] is not None:
+                    rps += f" {row['ctx_per_request']:.2f}cs"
+                if result.short:
+                    rps += f" (short: {result.seconds:.2f} s)"
                 line.append(f"{server.name} {rps}" + (f" ({result.failures} fail)"
                                                       if result.failures else ""))
-            log(f"1 KiB c={c} round {rep + 1}/{settings.reps}: req/s " + ", ".join(line))
+            log(f"1 KiB c={c} round {rep + 1}/{settings.reps}: req/s, switches/request: "
+                + ", ".join(line))
 
 
-def run_ab_large(settings, site, running, work, results, log):
+def run_ab_large(settings, site, running, work, results, log, counter):
     size = site.size(site.huge)
+    c = settings.large_c
+    caps = _calibrate(settings, running, site.huge, (c,), work, results, log, "100m")
     for rep in range(settings.large_reps):
         line = []
         for server in rotated(running, rep):
-            result, drops = _ab_run(f"http://127.0.0.1:{server.port}{site.huge}",
-                                    settings.large_n, settings.large_c,
-                                    settings.large_time_limit, settings, work,
-                                    f"100m-{server.name}-r{rep + 1}")
-            results.ab_rows.append(_ab_row(result, drops, server.name, site.huge, size,
-                                           settings.large_c, rep + 1))
-            mib = f"{result.rps * size / 2**20:,.0f}" if result.rps is not None else "–"
+            result, drops, ctx = _ab_run(f"http://127.0.0.1:{server.port}{site.huge}",
+                                         caps[c], c, settings, work,
+                                         f"100m-{server.name}-r{rep + 1}", server, counter)
+            row = _ab_row(result, drops, ctx, server.name, site.huge, size, c, rep + 1)
+            results.ab_rows.append(row)
+            mib = f"{row['mib_per_s']:,.0f}" if row["mib_per_s"] is not None else "–"
             line.append(f"{server.name} {mib}")
-        log(f"100 MiB c={settings.large_c} round {rep + 1}/{settings.large_reps}: MiB/s "
-            + ", ".join(line))
+        log(f"100 MiB c={c} round {rep + 1}/{settings.large_reps}: MiB/s " + ", ".join(line))
 
 
-#: The floods run, in order: (stage, variant, extra options). Stage 3 runs with and without
-#: --reclaim-idle, so the table shows the lockout and what the flag does to it.
+#: The floods run, in order: (stage, variant, extra options, limits). Stages 3 and 4 run with
+#: and without --reclaim-idle and stage 3's flood limits ("stage3": -maxclient 12 -maxtotal
+#: 60), so the table shows the lockout and what the flag does to it; stage 4 also runs once
+#: with room for every flood connection ("hold"), which is what its 10,000-connection targets
+#: are about. Stage 4's floods open Settings.flood_count_stage4 connections, the others
+#: Settings.flood_count.
 FLOOD_RUNS = (
-    ("stage1", "idle", ()),
-    ("stage2", "idle", ()),
-    ("stage3", "idle", ()),
-    ("stage3", "idle", ("--reclaim-idle",)),
-    ("stage3", "trickle", ()),
-    ("stage3", "trickle", ("--reclaim-idle",)),
+    ("stage1", "idle", (), None),
+    ("stage2", "idle", (), None),
+    ("stage3", "idle", (), "stage3"),
+    ("stage3", "idle", ("--reclaim-idle",), "stage3"),
+    ("stage3", "trickle", (), "stage3"),
+    ("stage3", "trickle", ("--reclaim-idle",), "stage3"),
+    ("stage4", "idle", (), "hold"),
+    ("stage4", "idle", (), "stage3"),
+    ("stage4", "idle", ("--reclaim-idle",), "stage3"),
+    ("stage4", "trickle", (), "stage3"),
+    ("stage4", "trickle", ("--reclaim-idle",), "stage3"),
 )
 
 
-def run_floods(settings, site, work, build_dir, results, log):
-    for index, (short, variant, flags) in enumerate(FLOOD_RUNS):
+def flood_name(settings, short, flags, limits) -> str:
+    """The row's name in tables: the stage and the options that differ between its rows."""
+    if limits == "hold":
+        return f"{short} -maxtotal {settings.flood_hold_max_total}"
+    return " ".join((short, *flags))
+
+
+def run_floods(settings, site, work, stages, results, log):
+    for index, (short, variant, flags, limits) in enumerate(FLOOD_RUNS):
+        if short not in stages:
+            continue
         extra = flags
         recovery = None
-        name = " ".join((short, *flags))
-        if short == "stage3":
+        name = flood_name(settings, short, flags, limits)
+        count = settings.flood_count_stage4 if short == "stage4" else settings.flood_count
+        if limits is not None:
+            max_total = (settings.flood_hold_max_total if limits == "hold"
+                         else settings.flood_stage3_max_total)
             extra = ("-maxclient", str(settings.flood_stage3_max_client),
-                     "-maxtotal", str(settings.flood_stage3_max_total), *flags)
+                     "-maxtotal", str(max_total), *flags)
             # Its admitted flood connections give their slots back at the read deadline.
             recovery = settings.flood_server_timeout + 5.0
         flood_dir = work / f"flood-{index}-{short}"
         flood_dir.mkdir()
-        server = sv.StageServer(flood_dir, site.root, build_dir / "bin" / STAGES[short], name,
+        server = sv.StageServer(flood_dir, site.root, stages[short], name,
                                 timeout=settings.flood_server_timeout, extra=extra)
         try:
             server.start()
             server.verify(site.small_1k, site.size(site.small_1k))
-            result = flood.run(server, site.small_1k, site.size(site.small_1k),
-                               settings.flood_count, settings.flood_clients,
-                               settings.flood_window, settings.flood_request_timeout,
-                               settings.flood_sample_every, recovery,
+            result = flood.run(server, site.small_1k, site.size(site.small_1k), count,
+                               settings.flood_clients, settings.flood_window,
+                               settings.flood_request_timeout,
+                               max(settings.flood_sample_every, count // 40), recovery,
                                trickle=variant == "trickle")
         except (sv.ServerError, OSError) as error:
             results.notes.append(f"{variant} flood against {name} failed: {error}")
@@ -330,31 +423,49 @@ def run_floods(settings, site, work, build_dir, results, log):
 
 
 def console_summary(results, goals, out: Path) -> str:
+    def f(v, fmt):
+        return fmt.format(v) if v is not None else "–"
+
     lines = []
+    if results.settings["quick"]:
+        lines += [report.QUICK_LABEL, ""]
     tc = report.testcase_summary(results.testcase_rows)
     if tc:
         lines.append(f"{'testcase':32} {'server':7} {'seq s':>8} {'conc s':>8} {'speedup':>8}")
         for r in tc:
-            seq = f"{r['sequential_s']:.3f}" if r["sequential_s"] else "–"
-            conc = f"{r['concurrent_s']:.3f}" if r["concurrent_s"] else "–"
-            sp = f"{r['speedup']:.2f}x" if r["speedup"] else "–"
-            lines.append(f"{r['testcase']:32} {r['server']:7} {seq:>8} {conc:>8} {sp:>8}")
+            lines.append(f"{r['testcase']:32} {r['server']:7} {f(r['sequential_s'], '{:.3f}'):>8} "
+                         f"{f(r['concurrent_s'], '{:.3f}'):>8} {f(r['speedup'], '{:.2f}x'):>8}")
         lines.append("")
     summary = report.ab_summary(results.ab_rows)
-    if summary:
-        lines.append(f"{'file':10} {'server':7} {'c':>4} {'req/s':>9} {'p50 ms':>8} "
-                     f"{'p99 ms':>9} {'fail':>6} {'x nginx':>8}")
-        for r in summary:
-            def f(v, fmt):
-                return fmt.format(v) if v is not None else "–"
-            lines.append(f"{r['file']:10} {r['server']:7} {r['concurrency']:>4} "
-                         f"{f(r['rps_median'], '{:,.0f}'):>9} {f(r['p50_ms_median'], '{:.3f}'):>8} "
-                         f"{f(r['p99_ms_median'], '{:.3f}'):>9} {r['failures_total']:>6} "
-                         f"{f(r['ratio_to_nginx'], '{:.2f}'):>8}")
+    for file in sorted({r["file"] for r in summary},
+                       key=lambda f: next(r["file_bytes"] for r in summary if r["file"] == f)):
+        rows = [r for r in summary if r["file"] == file]
+        unit = "mib_per_s" if report.rate_key(rows[0]["file_bytes"]) == "mib_per_s" else "rps"
+        lines.append(f"{file:10} {'server':7} {'c':>4} {'MiB/s' if unit != 'rps' else 'req/s':>9} "
+                     f"{'min-max':>15} {'p99 ms':>9} {'cs/req':>7} {'fail':>5} {'x nginx':>7} "
+                     f"{'min-max':>10}")
+        for r in sorted(rows, key=lambda r: r["concurrency"]):
+            low, high = r[f"{unit}_min"], r[f"{unit}_max"]
+            spread = f"{low:,.0f}-{high:,.0f}" if low is not None else "–"
+            ratio_spread = (f"{r['ratio_to_nginx_min']:.2f}-{r['ratio_to_nginx_max']:.2f}"
+                            if r["ratio_to_nginx_min"] is not None else "–")
+            lines.append(f"{'':10} {r['server']:7} {r['concurrency']:>4} "
+                         f"{f(r[f'{unit}_median'], '{:,.0f}'):>9} {spread:>15} "
+                         f"{f(r['p99_ms_median'], '{:.3f}'):>9} "
+                         f"{f(r['ctx_per_request_median'], '{:.2f}'):>7} "
+                         f"{r['failures_total']:>5} {f(r['ratio_to_nginx'], '{:.2f}'):>7} "
+                         f"{ratio_spread:>10}")
+        lengths = report.run_lengths(results.ab_rows, file)
+        if lengths:
+            lines.append(f"{file}: ab runs lasted {lengths['min']:.2f}–{lengths['max']:.2f} s "
+                         f"(median {lengths['median']:.2f} s, {lengths['runs']} runs, "
+                         f"{lengths['short']} ended early at their -n cap)")
         lines.append("")
     for t in goals:
         mark = "?" if t.ok is None else ("OK  " if t.ok else "MISS")
         lines.append(f"{mark} {t.text}: {t.figure}")
+    for note in results.notes:
+        lines.append(f"note: {note}")
     lines.append("")
     lines.append(f"summary: {out / 'summary.md'}")
     return "\n".join(lines)
@@ -363,6 +474,23 @@ def console_summary(results, goals, out: Path) -> str:
 def _interrupt(signum, frame) -> None:
     """SIGTERM ends the run like Ctrl-C: through the finally blocks that stop the servers."""
     raise KeyboardInterrupt
+
+
+def find_stages(build_dir: Path, notes: list[str]) -> dict[str, Path]:
+    """The stage binaries to run; an optional stage that is not built yet gets a note."""
+    stages = {}
+    for short, binary in STAGES.items():
+        path = build_dir / "bin" / binary
+        if os.access(path, os.X_OK):
+            stages[short] = path
+        elif short in OPTIONAL_STAGES:
+            shown = path.relative_to(REPO_DIR) if path.is_relative_to(REPO_DIR) else path
+            notes.append(f"{short} ({shown}) is not built yet: it is left out of every "
+                         "section, and its targets are not measured.")
+        else:
+            raise SystemExit(f"bench: {path} not found: build first "
+                             "(cmake --preset default && cmake --build --preset default)")
+    return stages
 
 
 def main(argv: list[str]) -> int:
@@ -376,31 +504,41 @@ def main(argv: list[str]) -> int:
         settings.reps = settings.tc_reps = settings.large_reps = args.reps
     log = Log()
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
 
     if not args.no_install:
         deps.ensure(list(deps.PACKAGES), log)
     build_dir = args.build_dir.resolve()
-    for binary in STAGES.values():
-        path = build_dir / "bin" / binary
-        if not os.access(path, os.X_OK):
-            raise SystemExit(f"bench: {path} not found: build first "
-                             "(cmake --preset default && cmake --build --preset default)")
-    limit = raise_fd_limit(settings.flood_count + 512)
     notes = []
+    stages = find_stages(build_dir, notes)
+    largest_flood = max([settings.flood_count]
+                        + ([settings.flood_count_stage4] if "stage4" in stages else []))
+    limit = raise_fd_limit(largest_flood + 512)
     if limit < settings.flood_count + 100:
         settings.flood_count = max(100, limit - 200)
         notes.append(f"RLIMIT_NOFILE is {limit}: the flood was cut to {settings.flood_count} "
                      "connections")
+    if "stage4" in stages and limit < settings.flood_count_stage4 + 100:
+        settings.flood_count_stage4 = max(100, limit - 200)
+        notes.append(f"RLIMIT_NOFILE is {limit}: stage4's floods were cut to "
+                     f"{settings.flood_count_stage4} connections")
+    counter = ctxsw.Counter()
 
     command = shlex.join([SYSTEM_PYTHON, "harness/bench.py", *argv])
     results = report.Results(settings=dataclasses.asdict(settings), command=command,
-                             machine=machine.describe(
-                                 build_dir, REPO_DIR,
-                                 [build_dir / "bin" / b for b in STAGES.values()]),
-                             notes=notes)
+                             machine=machine.describe(build_dir, REPO_DIR, stages.values()),
+                             notes=notes, ctx_method=counter.describe(),
+                             stages=list(stages))
+    results.settings["flood_hold_max_total"] = settings.flood_hold_max_total
     work = Path(tempfile.mkdtemp(prefix="lab-bench-", dir=args.tmp))
-    os.chmod(work, 0o755)  # nginx's worker user must reach the document root inside
+    os.chmod(work, 0o755)  # nginx's and Apache's worker user must reach the document root
     log(f"work directory {work}")
+    if args.quick:
+        log(report.QUICK_LABEL)
+    log(f"context switches counted with {counter.method}"
+        + (f" (taskstats: {counter.why_not_taskstats})" if counter.why_not_taskstats else ""))
+    for note in notes:
+        log(note)
     running = []
     try:
         site = make_site(work / "root")
@@ -408,17 +546,17 @@ def main(argv: list[str]) -> int:
             f"{len(site.few_large)} large files, 100 MiB")
         wanted = set(args.sections)
         if wanted & {"testcases", "ab", "large"}:
-            running = start_throughput_servers(settings, site, work, build_dir, results, log)
+            running = start_throughput_servers(settings, site, work, stages, results, log)
             if "testcases" in wanted:
                 run_testcases(settings, site, running, results, log)
             if "ab" in wanted:
-                run_ab_small(settings, site, running, work, results, log)
+                run_ab_small(settings, site, running, work, results, log, counter)
             if "large" in wanted:
-                run_ab_large(settings, site, running, work, results, log)
+                run_ab_large(settings, site, running, work, results, log, counter)
             for server in running:
                 server.stop()
         if "flood" in wanted:
-            run_floods(settings, site, work, build_dir, results, log)
+            run_floods(settings, site, work, stages, results, log)
         if "micro" in wanted:
             results.micro = micro.run(REPO_DIR, build_dir, work, settings.micro_min_time, log)
             log("micro-benchmarks " + (results.micro.error or "done"))
@@ -428,6 +566,7 @@ def main(argv: list[str]) -> int:
     finally:
         for server in running:
             server.stop()
+        counter.close()
         if args.keep_tmp:
             log(f"kept {work}")
         else:

@@ -3,9 +3,10 @@
 - ``deps``     installs the Debian packages the benchmark needs when they are missing;
 - ``machine``  describes the machine the figures come from;
 - ``site``     generates the document root every server serves;
-- ``servers``  starts and stops the servers under test (the stages, nginx, Python);
+- ``servers``  starts and stops the servers under test (the stages, nginx, Apache, Python);
 - ``client``   a raw-socket HTTP/1.0 client that checks every byte count, and the testcases;
-- ``ab``       runs ApacheBench and reads its output;
+- ``ab``       calibrates and runs ApacheBench and reads its output;
+- ``ctxsw``    counts a server's context switches (taskstats, or /proc per thread);
 - ``flood``    the idle-connection flood: threads and memory from /proc, admitted requests;
 - ``micro``    builds and runs the Google Benchmark micro-benchmarks of the parser;
 - ``report``   CSV files, plots and summary.md.

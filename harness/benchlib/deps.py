@@ -10,6 +10,8 @@ import subprocess
 PACKAGES = {
     "apache2-utils": "ab, the load generator",
     "nginx": "the reference server",
+    # The binary and modules only: the apache2 package would also install and start a service.
+    "apache2-bin": "Apache httpd (event MPM), the second reference server",
     "python3-matplotlib": "the plots",
     "libbenchmark-dev": "the parser micro-benchmarks (Google Benchmark)",
 }

@@ -1,4 +1,5 @@
-"""The idle-connection flood: what 1000 silent clients cost each stage, and who still gets in.
+"""The idle-connection flood: what thousands of silent clients cost each stage, and who still
+gets in.
 
 For one freshly started stage:
 
@@ -7,7 +8,8 @@ For one freshly started stage:
    request as soon as the previous one ended. *Admitted requests per second* is the number of
    200 replies divided by the elapsed time of the loop.
 2. **Flood.** ``count`` connections are opened, each from its own loopback address
-   (127.1.x.y, one connection per address, so stage 3's per-client limit never applies), and
+   (127.1.x.y, then 127.3.x.y past 64,000; one connection per address, so the per-client
+   limit of stages 3 and 4 never applies), and
    none of them sends a byte. Every ``sample_every`` connections, once the server's thread
    count has settled, Threads, VmRSS and VmHWM are read from /proc/PID/status: the
    threads-vs-open-connections series. Right after opening, each flood socket is classified:
@@ -58,9 +60,21 @@ TRICKLE_BYTES = 3
 TRICKLE_HEAD = b"GET /index.html HTTP/1.0\r\nX-Slow: " + b"a" * 4000
 
 
+#: Flood addresses per /16 block: 127.N.a.b with a from 0 to 255 and b from 1 to 250.
+IPS_PER_BLOCK = 256 * 250
+#: The /16 blocks the flood takes its addresses from, in order (127.2 is FRESH_IP's).
+FLOOD_BLOCKS = (1, 3)
+
+
 def flood_ips(count: int) -> list[str]:
-    """``count`` distinct loopback addresses 127.1.a.b (b from 1 to 250)."""
-    return [f"127.1.{i // 250}.{i % 250 + 1}" for i in range(count)]
+    """@p count distinct loopback addresses: 127.1.a.b (b from 1 to 250), then 127.3.a.b."""
+    if count > IPS_PER_BLOCK * len(FLOOD_BLOCKS):
+        raise ValueError(f"at most {IPS_PER_BLOCK * len(FLOOD_BLOCKS)} flood addresses")
+    ips = []
+    for i in range(count):
+        block, j = divmod(i, IPS_PER_BLOCK)
+        ips.append(f"127.{FLOOD_BLOCKS[block]}.{j // 250}.{j % 250 + 1}")
+    return ips
 
 
 @dataclass

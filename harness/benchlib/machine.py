@@ -19,7 +19,7 @@ def _mtime(path) -> str:
 
 
 def _first_line(command: list[str]) -> str:
-    if shutil.which(command[0]) is None:
+    if shutil.which(command[0]) is None:  # which() also accepts an absolute path
         return "not installed"
     try:
         result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
@@ -103,6 +103,7 @@ def describe(build_dir, repo, binaries) -> dict[str, str]:
         "kernel": f"{platform.system()} {platform.release()}",
         "compiler": _compiler(build_dir),
         "nginx": _first_line(["nginx", "-v"]),
+        "apache": _first_line(["/usr/sbin/apache2", "-v"]).removeprefix("Server version: "),
         "ab": _first_line(["ab", "-V"]),
         "python (clients and http.server)": _first_line(["/usr/bin/python3", "--version"]),
         "source": _source(repo),

@@ -1,12 +1,15 @@
 """Turns the raw measurements into CSV files, PNG plots and summary.md.
 
-Every figure in summary.md is a median over the repetitions; the CSV files beside it hold
+Every figure in summary.md is a median over the rounds, shown with its min–max; a ratio
+between two servers is taken within each round (both runs of that round) and then the median
+of those per-round ratios is shown, never a ratio of two medians. The CSV files beside it hold
 every single run, so any figure can be recomputed.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import re
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -18,7 +21,9 @@ from .micro import MicroRun
 MIB = 1024 * 1024
 
 #: Servers in the order tables and plots show them.
-SERVER_ORDER = ["stage1", "stage2", "stage3", "nginx", "python"]
+SERVER_ORDER = ["stage1", "stage2", "stage3", "stage4", "nginx", "apache", "python"]
+#: The line that marks a --quick run, in summary.md and on the console.
+QUICK_LABEL = "quick: figures are indicative only"
 
 
 @dataclass
@@ -35,6 +40,9 @@ class Results:
     floods: list[FloodResult] = field(default_factory=list)
     micro: MicroRun | None = None
     elapsed_s: float = 0.0
+    calibration_rows: list[dict] = field(default_factory=list)
+    ctx_method: str = ""  #: how context switches were counted (ctxsw.Counter.describe)
+    stages: list[str] = field(default_factory=list)  #: the stages that were built and run
 
 
 # ------------------------------------------------------------------------------------------
@@ -79,37 +87,91 @@ def testcase_summary(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _spread(values):
+    """(median, min, max) of the values that are not None, or three Nones."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None, None
+    return statistics.median(values), min(values), max(values)
+
+
+def rate_key(file_bytes: int) -> str:
+    """The per-run figure ratios are taken on: MiB/s for a large file (ab's byte count
+    includes replies cut off at the end of a run), req/s for a small one (whose heads, which
+    differ between servers, are a large part of its bytes)."""
+    return "mib_per_s" if file_bytes >= MIB else "rps"
+
+
+def round_ratios(rows: list[dict], file: str, concurrency: int, server: str,
+                 reference: str) -> list[float]:
+    """@p server's figure ÷ @p reference's, one ratio per round in which both measured one."""
+    def by_round(name):
+        return {r["rep"]: r for r in rows if r["file"] == file
+                and r["concurrency"] == concurrency and r["server"] == name}
+
+    mine, theirs = by_round(server), by_round(reference)
+    ratios = []
+    for rep, row in sorted(mine.items()):
+        other = theirs.get(rep)
+        if other is None:
+            continue
+        key = rate_key(row["file_bytes"])
+        if row.get(key) is not None and other.get(key):
+            ratios.append(row[key] / other[key])
+    return ratios
+
+
+def run_lengths(rows: list[dict], file: str | None = None) -> dict | None:
+    """How long the ab runs that finished lasted (ab's "Time taken for tests")."""
+    mine = [r for r in rows if file is None or r["file"] == file]
+    seconds = [r["seconds"] for r in mine if r["ok"] and r["seconds"] is not None]
+    if not seconds:
+        return None
+    return {"runs": len(seconds), "min": min(seconds), "max": max(seconds),
+            "median": statistics.median(seconds), "short": sum(1 for r in mine if r["short"]),
+            "meant": mine[0]["time_limit"]}
+
+
 def ab_summary(rows: list[dict]) -> list[dict]:
-    """Median req/s, p50, p99 per (file, server, concurrency), and the ratio to nginx."""
+    """Per (file, server, concurrency): median and min–max of req/s, MiB/s, latency and
+    context switches per request over the rounds, and the per-round ratio to nginx."""
     out = []
     keys = sorted({(r["file"], r["concurrency"]) for r in rows})
     for file, concurrency in keys:
         group = [r for r in rows if r["file"] == file and r["concurrency"] == concurrency]
-        medians = {}
         for server in _ordered(r["server"] for r in group):
             mine = [r for r in group if r["server"] == server]
-            rps = [r["rps"] for r in mine if r["rps"] is not None]
-            medians[server] = {
-                "file": file, "server": server, "concurrency": concurrency, "runs": len(mine),
+            rps, rps_min, rps_max = _spread(r["rps"] for r in mine)
+            mib, mib_min, mib_max = _spread(r.get("mib_per_s") for r in mine if r["ok"])
+            ctx, ctx_min, ctx_max = _spread(r.get("ctx_per_request") for r in mine if r["ok"])
+            secs, secs_min, secs_max = _spread(r["seconds"] for r in mine if r["ok"])
+            ratio, ratio_min, ratio_max = _spread(
+                round_ratios(rows, file, concurrency, server, "nginx"))
+            out.append({
+                "file": file, "file_bytes": mine[0]["file_bytes"], "server": server,
+                "concurrency": concurrency, "runs": len(mine),
                 "runs_ok": sum(1 for r in mine if r["ok"]),
-                "rps_median": _median(rps), "rps_min": min(rps) if rps else None,
+                "rps_median": rps, "rps_min": rps_min, "rps_max": rps_max,
                 "rps_before_abort_median": _median(r.get("rps_before_abort") for r in mine),
-                "rps_max": max(rps) if rps else None,
-                "mib_per_s_median": (_median(rps) * mine[0]["file_bytes"] / MIB
-                                     if rps else None),
+                "mib_per_s_median": mib, "mib_per_s_min": mib_min, "mib_per_s_max": mib_max,
                 "p50_ms_median": _median(r["p50_ms"] for r in mine),
                 "p99_ms_median": _median(r["p99_ms"] for r in mine),
+                "ctx_per_request_median": ctx, "ctx_per_request_min": ctx_min,
+                "ctx_per_request_max": ctx_max,
+                "ctx_live_threads_per_request_median": _median(
+                    r.get("ctx_live_threads_per_request") for r in mine if r["ok"]),
+                "ctx_processes_exited": sum(r.get("ctx_processes_exited") or 0 for r in mine),
                 "failures_total": sum(r["failures"] for r in mine),
-                "requests_total": sum(r["requested"] for r in mine),
+                "requests_total": sum(r["complete"] for r in mine),
+                "seconds_median": secs, "seconds_min": secs_min, "seconds_max": secs_max,
+                "short_runs": sum(1 for r in mine if r["short"]),
                 "ab_cpu_median": _median(r["client_cpu"] for r in mine),
                 "listen_overflows": sum(r["listen_overflows"] or 0 for r in mine),
+                "ratio_to_nginx": ratio, "ratio_to_nginx_min": ratio_min,
+                "ratio_to_nginx_max": ratio_max,
+                "ratio_rounds": len(round_ratios(rows, file, concurrency, server, "nginx")),
                 "errors": _errors(mine),
-            }
-        nginx = medians.get("nginx", {}).get("rps_median")
-        for row in medians.values():
-            row["ratio_to_nginx"] = (row["rps_median"] / nginx
-                                     if nginx and row["rps_median"] is not None else None)
-            out.append(row)
+            })
     return out
 
 
@@ -146,45 +208,102 @@ class Target:
     figure: str
 
 
-def _ratio_target(text, a, b, threshold, what="req/s") -> Target:
-    if a is None or b is None or b == 0:
+def _ratio_target(text, results: Results, file, concurrency, server, reference, threshold,
+                  what="req/s") -> Target:
+    """@p server ≥ @p threshold × @p reference, judged on the median of per-round ratios."""
+    ratios = round_ratios(results.ab_rows, file, concurrency, server, reference)
+    if not ratios:
         return Target(text, None, "not measured")
-    ratio = a / b
+    ratio, low, high = _spread(ratios)
+    key = rate_key(next(r["file_bytes"] for r in results.ab_rows if r["file"] == file))
+    a = _median(r[key] for r in results.ab_rows if r["file"] == file
+                and r["concurrency"] == concurrency and r["server"] == server)
+    b = _median(r[key] for r in results.ab_rows if r["file"] == file
+                and r["concurrency"] == concurrency and r["server"] == reference)
     return Target(text, ratio >= threshold,
-                  f"{ratio:.2f}× ({a:,.0f} vs {b:,.0f} {what}; needs ≥ {threshold}×)")
+                  f"{ratio:.2f}× (rounds {low:.2f}–{high:.2f}, n={len(ratios)}; medians "
+                  f"{_f(a)} vs {_f(b)} {what}; needs ≥ {threshold}×)")
+
+
+def _ctx_target(text, summary, file, concurrency, server, limit) -> Target:
+    row = _find(summary, file, server, concurrency)
+    if row is None or row["ctx_per_request_median"] is None:
+        return Target(text, None, "not measured")
+    return Target(text, row["ctx_per_request_median"] <= limit,
+                  f"{row['ctx_per_request_median']:.2f} per request (rounds "
+                  f"{row['ctx_per_request_min']:.2f}–{row['ctx_per_request_max']:.2f}; "
+                  f"needs ≤ {limit})")
 
 
 def targets(results: Results, summary: list[dict], small: str, huge: str) -> list[Target]:
-    def rps(server, file, c):
-        row = _find(summary, file, server, c)
-        return row["rps_median"] if row else None
-
+    s = results.settings
+    large_c = s["large_c"]
     out = [
-        _ratio_target("stage3 ≥ 0.9× nginx req/s, 1 KiB, c=12",
-                      rps("stage3", small, 12), rps("nginx", small, 12), 0.9),
-        _ratio_target("stage3 ≥ 20× python req/s, 1 KiB, c=12",
-                      rps("stage3", small, 12), rps("python", small, 12), 20),
-        _ratio_target("stage1 ≥ 0.8× nginx req/s, 1 KiB, c=12",
-                      rps("stage1", small, 12), rps("nginx", small, 12), 0.8),
+        _ratio_target("stage3 ≥ 0.9× nginx req/s, 1 KiB, c=12", results, small, 12,
+                      "stage3", "nginx", 0.9),
+        _ratio_target("stage3 ≥ 20× python req/s, 1 KiB, c=12", results, small, 12,
+                      "stage3", "python", 20),
+        _ratio_target("stage1 ≥ 0.8× nginx req/s, 1 KiB, c=12", results, small, 12,
+                      "stage1", "nginx", 0.8),
     ]
-    large_c = results.settings["large_c"]
     for stage in ("stage1", "stage2", "stage3"):
-        a, b = rps(stage, huge, large_c), rps("nginx", huge, large_c)
-        target = _ratio_target(f"{stage} ≥ 1.0× nginx throughput, 100 MiB, c={large_c}",
-                               a and a * 100, b and b * 100, 1.0, "MiB/s")
-        out.append(target)
-    max_total = results.settings["flood_stage3_max_total"]
+        out.append(_ratio_target(f"{stage} ≥ 1.0× nginx throughput, 100 MiB, c={large_c}",
+                                 results, huge, large_c, stage, "nginx", 1.0, "MiB/s"))
+    max_total = s["flood_stage3_max_total"]
     out += _flood_targets(_flood(results, "stage3", "idle"), "stage3 under the idle flood",
                           max_total, 0.8, None)
     out += _flood_targets(_flood(results, "stage3 --reclaim-idle", "idle"),
                           "stage3 --reclaim-idle under the idle flood", max_total, 0.8, 0.1)
     out += _flood_targets(_flood(results, "stage3 --reclaim-idle", "trickle"),
                           "stage3 --reclaim-idle under the trickle flood", max_total, 0.5, None)
+    if "stage4" not in results.stages:
+        out.append(Target("stage4 targets (1 KiB ≥ 1.0× nginx at c=12 and c=200, ≤ 0.3 "
+                          "context switches per request, 100 MiB ≥ 1.0× nginx, 10,000 idle "
+                          "connections)", None, "not measured: stage4 is not built"))
+        return out
+    out += [
+        _ratio_target("stage4 ≥ 1.0× nginx req/s, 1 KiB, c=12", results, small, 12,
+                      "stage4", "nginx", 1.0),
+        _ratio_target("stage4 ≥ 1.0× nginx req/s, 1 KiB, c=200", results, small, 200,
+                      "stage4", "nginx", 1.0),
+        _ctx_target("stage4 ≤ 0.3 context switches per request, 1 KiB, c=12", summary, small,
+                    12, "stage4", 0.3),
+        _ratio_target(f"stage4 ≥ 1.0× nginx throughput, 100 MiB, c={large_c}", results, huge,
+                      large_c, "stage4", "nginx", 1.0, "MiB/s"),
+    ]
+    out += _hold_targets(results, _flood(results, f"stage4 -maxtotal {s['flood_hold_max_total']}",
+                                         "idle"))
     return out
 
 
 def _flood(results: Results, stage: str, variant: str) -> FloodResult | None:
     return next((f for f in results.floods if f.stage == stage and f.variant == variant), None)
+
+
+def _hold_targets(results: Results, flood: FloodResult | None) -> list[Target]:
+    """Stage 4 holding every connection of its flood: few threads, little memory, and the
+    fresh address served as fast as without the flood."""
+    s = results.settings
+    nproc = int(results.machine.get("nproc") or os.cpu_count() or 1)
+    what = f"stage4 holding {s['flood_count_stage4']:,} idle connections"
+    if flood is None:
+        return [Target(f"{what}: threads ≤ nproc + 3, VmHWM ≤ 64 MiB, admitted rate ≥ 0.9× "
+                       "unloaded", None, "not measured")]
+    ratio = flood.rate_ratio
+    loaded = flood.loaded
+    return [
+        Target(f"{what} ({flood.opened:,} opened, {flood.held:,} held): threads ≤ nproc + 3 = "
+               f"{nproc + 3}", flood.max_threads <= nproc + 3,
+               f"max {flood.max_threads} threads"),
+        Target(f"{what}: VmHWM ≤ 64 MiB", flood.vmhwm_kib <= 64 * 1024,
+               f"{flood.vmhwm_kib / 1024:.1f} MiB"),
+        Target(f"{what}: admitted requests/s from a fresh IP ≥ 0.9× unloaded",
+               None if ratio is None else ratio >= 0.9,
+               "not measured" if ratio is None else
+               f"{ratio:.2f}× ({loaded.admitted_per_s:,.0f} vs "
+               f"{flood.unloaded.admitted_per_s:,.0f} admitted/s; {loaded.refused} refused, "
+               f"{loaded.failed} failed)"),
+    ]
 
 
 def _flood_targets(flood: FloodResult | None, what: str, max_total: int, min_ratio: float,
@@ -260,6 +379,7 @@ def write_csvs(out: Path, results: Results, tc_summary, summary) -> list[str]:
         "testcases.csv": tc_summary,
         "ab_runs.csv": results.ab_rows,
         "ab_summary.csv": summary,
+        "ab_calibration.csv": results.calibration_rows,
     }
     series, flood_summary = flood_rows(results.floods)
     files["flood_threads.csv"] = series
@@ -317,8 +437,7 @@ def write_plots(out: Path, results: Results, tc_summary, summary, small: str,
     rows = [r for r in summary if r["file"] == small and r["concurrency"] == 12
             and r["p50_ms_median"] is not None]
     if rows:
-        rows = sorted(rows, key=lambda r: SERVER_ORDER.index(r["server"]))
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(8, 4.5))
         xs = range(len(rows))
         for dx, key, label in ((-0.2, "p50_ms_median", "p50"), (0.2, "p99_ms_median", "p99")):
             values = [r[key] or 0 for r in rows]
@@ -344,6 +463,9 @@ def write_plots(out: Path, results: Results, tc_summary, summary, small: str,
                      marker=".", label=f.stage)
             ax2.plot([s.open_connections for s in samples],
                      [s.vmrss_kib / 1024 for s in samples], marker=".", label=f.stage)
+        if max(f.opened for f in results.floods) > 2000:  # stage4's 10,000 beside 1,000
+            ax1.set_xscale("symlog", linthresh=100)
+            ax2.set_xscale("symlog", linthresh=100)
         ax1.set_xlabel("idle connections open")
         ax1.set_ylabel("threads (/proc/PID/status)")
         ax1.set_yscale("log")
@@ -394,11 +516,30 @@ def write_plots(out: Path, results: Results, tc_summary, summary, small: str,
     rows = [r for r in summary if r["file"] == huge and r["mib_per_s_median"] is not None]
     if rows:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        ax.bar([r["server"] for r in rows], [r["mib_per_s_median"] for r in rows])
-        ax.set_ylabel("MiB/s (median)")
+        ys = [r["mib_per_s_median"] for r in rows]
+        err = [[y - r["mib_per_s_min"] for y, r in zip(ys, rows)],
+               [r["mib_per_s_max"] - y for y, r in zip(ys, rows)]]
+        ax.bar([r["server"] for r in rows], ys, yerr=err, capsize=3)
+        ax.set_ylabel("MiB/s (median; bars: min–max)")
         ax.set_title(f"100 MiB file at {rows[0]['concurrency']} concurrent clients")
         ax.grid(True, axis="y", alpha=0.3)
         save(fig, "large_file.png")
+
+    # Context switches per request, 1 KiB file at c=12.
+    rows = [r for r in summary if r["file"] == small and r["concurrency"] == 12
+            and r["ctx_per_request_median"] is not None]
+    if rows:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        ys = [r["ctx_per_request_median"] for r in rows]
+        err = [[y - r["ctx_per_request_min"] for y, r in zip(ys, rows)],
+               [r["ctx_per_request_max"] - y for y, r in zip(ys, rows)]]
+        ax.bar([r["server"] for r in rows], ys, yerr=err, capsize=3)
+        for x, y in enumerate(ys):
+            ax.annotate(f"{y:.2f}", (x, y), ha="center", va="bottom", fontsize=8)
+        ax.set_ylabel("context switches per request (median; bars: min–max)")
+        ax.set_title("1 KiB file at 12 concurrent clients: server context switches")
+        ax.grid(True, axis="y", alpha=0.3)
+        save(fig, "ctx_switches_c12.png")
     return made
 
 
@@ -421,23 +562,49 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def _range(low, high, fmt="{:,.0f}") -> str:
+    return "–" if low is None else f"{fmt.format(low)}–{fmt.format(high)}"
+
+
+def _run_length_sentence(results: Results, file: str) -> str:
+    lengths = run_lengths(results.ab_rows, file)
+    if lengths is None:
+        return ""
+    text = (f"Measured run lengths: {lengths['min']:.2f}–{lengths['max']:.2f} s (median "
+            f"{lengths['median']:.2f} s over {lengths['runs']} runs that finished).")
+    if lengths["short"]:
+        text += (f" {lengths['short']} ended early at their -n cap (the server was much faster "
+                 "than in its calibration run); the CSV marks them `short`.")
+    return text
+
+
 def summary_md(results: Results, tc_summary, summary, goals: list[Target], small: str,
                huge: str, files: list[str]) -> str:
     s = results.settings
     lines = ["# Benchmark summary", ""]
+    if s.get("quick"):
+        lines += [f"**{QUICK_LABEL}**: `--quick` runs {_times(s['reps'], 'round')} of ab "
+                  f"({_times(s['large_reps'], 'round')} on the 100 MiB file) instead of 5, "
+                  f"{_times(s['tc_reps'], 'repetition')} of the testcases and "
+                  f"{s['flood_window']:.0f} s flood windows. The runs are as long as in a full "
+                  "run, but the spread of two rounds says little; use a full run "
+                  "(`./lab bench`) for any figure you quote.", ""]
     lines += [f"Produced by `{results.command}` in {results.elapsed_s:.0f} s.", ""]
     lines += ["## Machine", ""]
     lines += [f"- **{k}**: {v}" for k, v in results.machine.items()]
-    lines += ["", "The machine is shared and the figures are medians of interleaved "
-              "repetitions (every server gets one run per round, in rotating order, so "
-              "background load hits all of them alike); compare servers within one run, "
-              "not across runs.", ""]
+    lines += ["", "The machine is shared, so every server gets one run per round, in rotating "
+              "order, and background load hits all of them alike. Figures are medians over "
+              "the rounds with their min–max; every ratio between two servers is computed "
+              "within a round (both runs of that round) and the median of those per-round "
+              "ratios is shown, with their min–max. Compare servers within one run, not "
+              "across runs.", ""]
 
     lines += ["## Servers under test", ""]
     lines += [f"- **{name}**: `{cmd}`" for name, cmd in results.server_commands.items()]
     lines += ["", "All serve the same generated document root on 127.0.0.1 with access "
               "logging off — except Python's http.server, which logs every request to stderr "
-              "(redirected to a file) and has no switch to stop it. stage3 runs with "
+              "(redirected to a file) and has no switch to stop it. stage3 (and stage4, which "
+              "takes the same options) runs with "
               f"`-maxclient {s['stage3_max_client']} -maxtotal {s['stage3_max_total']}` in "
               "the throughput tests: every ab connection comes from 127.0.0.1, so the per-client "
               "limit must exceed the highest concurrency (200) plus the few connections whose "
@@ -447,8 +614,13 @@ def summary_md(results: Results, tc_summary, summary, goals: list[Target], small
               "whose socket listens with a backlog of 5 (`socketserver.TCPServer."
               "request_queue_size`) and copies files with `shutil.copyfileobj` (no sendfile). "
               "nginx runs with `worker_processes auto` (one worker per core), `sendfile on` and "
-              "otherwise default settings; its configuration is written by the tool "
-              "(benchlib/servers.py).", ""]
+              "otherwise default settings. Apache is Debian's `apache2` with the event MPM, run "
+              "with `-DFOREGROUND` (its parent stays attached, its children and threads work as "
+              "in production): `EnableSendfile On`, no access log, `AllowOverride None`, and "
+              "Debian's MPM settings (2 child processes to start, 25 threads each) except "
+              "`MaxRequestWorkers 400` (room for c=200 without queueing) and "
+              "`MaxSpareThreads 400` (no child is stopped between runs). Both configurations "
+              "are written by the tool (benchlib/servers.py).", ""]
     for note in results.notes:
         lines.append(f"- {note}")
     if results.notes:
@@ -489,49 +661,76 @@ def summary_md(results: Results, tc_summary, summary, goals: list[Target], small
 
     rows = [r for r in summary if r["file"] == small]
     if rows:
-        lines += ["## 1 KiB file: ab req/s and latency", "",
-                  f"`ab -n N -c C` (HTTP/1.0, no keep-alive), N = {s['small_n']} "
-                  f"({s['small_n_c1']} at c=1), each run bounded by `-t {s['ab_time_limit']:.0f}` "
-                  f"and `-s {s['ab_socket_timeout']:.0f}`; {_times(s['reps'], 'repetition')}. "
-                  "Latency is ab's "
-                  "total time per request (connect to last byte), p50/p99 are medians over the "
-                  "repetitions. Failures = failed + non-2xx + requests never completed, summed "
-                  "over all runs. ab CPU = ab's CPU time / wall time (1.00 = ab used a whole core, "
-                  "i.e. the client, not the server, may be the limit). Listen drops: the kernel's "
-                  "system-wide ListenOverflows counter summed over the runs. A req/s of – "
-                  "means ab "
-                  "gave up in every run (no connection made progress for "
-                  f"{s['ab_socket_timeout']:.0f} s) and printed no figures; the ≈ value is then "
-                  f"completed requests / (wall time − {s['ab_socket_timeout']:.0f} s): the "
-                  "average rate up to ab's last progress, shorter stalls included; it is not "
-                  "used in any ratio.", ""]
-        lines += _table(["server", "c", "req/s (median)", "min–max", "p50 ms", "p99 ms",
-                         "failures", "× nginx", "ab CPU", "listen drops"], [
+        lines += ["## 1 KiB file: ab req/s, latency and context switches", "",
+                  f"Every run lasts {s['run_seconds']} s: `ab -t {s['run_seconds']} -n CAP -c C` "
+                  "(HTTP/1.0, no keep-alive), where CAP is three times the requests the "
+                  "fastest server's rate in a 1 s calibration run (one per server at the same "
+                  "concurrency, before the rounds; `ab_calibration.csv`) would need, so that "
+                  "the time limit, not the cap, ends the run. "
+                  + _run_length_sentence(results, small) + " "
+                  f"{_times(s['reps'], 'round')}; each run bounded by `-s "
+                  f"{s['ab_socket_timeout']:.0f}` too. "
+                  "req/s: median and min–max over the rounds. × nginx: the median of the "
+                  "per-round ratios (this server's run ÷ nginx's run of the same round) and "
+                  "their min–max. Latency is ab's total time per request (connect to last "
+                  "byte), p50/p99 are medians over the rounds. cs/req: the server's context "
+                  "switches per completed request, median over the rounds (see below). "
+                  "Failures = failed + non-2xx (+ the connections still open when ab gave up), "
+                  "summed over all runs, of the requests completed. ab CPU = ab's CPU time / wall "
+                  "time (1.00 = ab used a whole core, i.e. the client, not the server, may be the "
+                  "limit). Listen drops: the kernel's system-wide ListenOverflows counter summed "
+                  "over the runs. A req/s of – means ab gave up in every run (no connection made "
+                  f"progress for {s['ab_socket_timeout']:.0f} s) and printed no figures; the ≈ "
+                  f"value is then completed requests / (wall time − "
+                  f"{s['ab_socket_timeout']:.0f} s): the average rate up to ab's last progress, "
+                  "shorter stalls included; it is not used in any ratio.", ""]
+        lines += _table(["server", "c", "req/s (median)", "min–max", "× nginx",
+                         "× nginx min–max", "p50 ms", "p99 ms", "cs/req", "failures",
+                         "ab CPU", "listen drops"], [
             [r["server"], str(r["concurrency"]),
-             _f(r["rps_median"], none=_aborted(r)),
-             f"{_f(r['rps_min'])}–{_f(r['rps_max'])}" if r["rps_min"] is not None else "–",
-             _f(r["p50_ms_median"], "{:.3f}"),
-             _f(r["p99_ms_median"], "{:.3f}"),
-             f"{r['failures_total']}/{r['requests_total']}", _f(r["ratio_to_nginx"], "{:.2f}"),
+             _f(r["rps_median"], none=_aborted(r)), _range(r["rps_min"], r["rps_max"]),
+             _f(r["ratio_to_nginx"], "{:.2f}"),
+             _range(r["ratio_to_nginx_min"], r["ratio_to_nginx_max"], "{:.2f}"),
+             _f(r["p50_ms_median"], "{:.3f}"), _f(r["p99_ms_median"], "{:.3f}"),
+             _f(r["ctx_per_request_median"], "{:.2f}"),
+             f"{r['failures_total']}/{r['requests_total']}",
              _f(r["ab_cpu_median"], "{:.2f}"), str(r["listen_overflows"])]
-            for r in sorted(rows, key=lambda r: (r["concurrency"],
-                                                 SERVER_ORDER.index(r["server"])))])
+            for r in sorted(rows, key=lambda r: r["concurrency"])])
         errors = [f"{r['server']} c={r['concurrency']}: {r['errors']}" for r in rows if r["errors"]]
         if errors:
             lines += ["", "ab reported: " + "; ".join(errors)]
         lines.append("")
+        lines += ["### Context switches", "", results.ctx_method or "Not recorded.", ""]
+        c12 = [r for r in rows if r["concurrency"] == 12]
+        if c12:
+            lines += ["At c=12 (median over the rounds, min–max; *live threads only*: the "
+                      "same count over the threads alive at the end of each run):", ""]
+            lines += _table(["server", "switches per request", "min–max",
+                             "live threads only", "processes that exited"], [
+                [r["server"], _f(r["ctx_per_request_median"], "{:.2f}"),
+                 _range(r["ctx_per_request_min"], r["ctx_per_request_max"], "{:.2f}"),
+                 _f(r["ctx_live_threads_per_request_median"], "{:.2f}"),
+                 str(r["ctx_processes_exited"])] for r in c12])
+            lines.append("")
 
     rows = [r for r in summary if r["file"] == huge]
     if rows:
         lines += ["## 100 MiB file: throughput", "",
-                  f"`ab -n {s['large_n']} -c {s['large_c']}`, "
-                  f"{_times(s['large_reps'], 'repetition')}. "
-                  "MiB/s = req/s × 100 MiB.", ""]
-        lines += _table(["server", "MiB/s (median)", "req/s", "p50 ms", "failures", "× nginx",
-                         "ab CPU"], [
-            [r["server"], _f(r["mib_per_s_median"]), _f(r["rps_median"], "{:.2f}"),
-             _f(r["p50_ms_median"], "{:.0f}"), f"{r['failures_total']}/{r['requests_total']}",
-             _f(r["ratio_to_nginx"], "{:.2f}"), _f(r["ab_cpu_median"], "{:.2f}")] for r in rows])
+                  f"`ab -t {s['run_seconds']} -n CAP -c {s['large_c']}`, CAP from a 1 s "
+                  f"calibration run as above; {_times(s['large_reps'], 'round')}. "
+                  + _run_length_sentence(results, huge) + " "
+                  "MiB/s = ab's Total transferred / time taken, so a reply cut off at the end "
+                  "of a run counts with the bytes it got; median and min–max over the rounds. "
+                  "× nginx: median (min–max) of the per-round MiB/s ratios.", ""]
+        lines += _table(["server", "MiB/s (median)", "min–max", "× nginx", "× nginx min–max",
+                         "p50 ms", "cs/req", "failures", "ab CPU"], [
+            [r["server"], _f(r["mib_per_s_median"]),
+             _range(r["mib_per_s_min"], r["mib_per_s_max"]),
+             _f(r["ratio_to_nginx"], "{:.2f}"),
+             _range(r["ratio_to_nginx_min"], r["ratio_to_nginx_max"], "{:.2f}"),
+             _f(r["p50_ms_median"], "{:.0f}"), _f(r["ctx_per_request_median"], "{:.1f}"),
+             f"{r['failures_total']}/{r['requests_total']}",
+             _f(r["ab_cpu_median"], "{:.2f}")] for r in rows])
         cpu = [r["ab_cpu_median"] for r in rows if r["ab_cpu_median"] is not None]
         if cpu and min(cpu) > 0.85:
             lines += ["", f"ab used {min(cpu):.2f}–{max(cpu):.2f} of a core in these runs, "
@@ -542,14 +741,24 @@ def summary_md(results: Results, tc_summary, summary, goals: list[Target], small
 
     if results.floods:
         f3 = _flood(results, "stage3", "idle")
+        stage4_sentence = ""
+        if any(f.stage.startswith("stage4") for f in results.floods):
+            stage4_sentence = (
+                f" stage4 gets {s['flood_count_stage4']:,} flood connections from as many "
+                "addresses, with stage3's flood options and once more with "
+                f"`-maxtotal {s['flood_hold_max_total']}`, room to hold every one of "
+                "them: that row is the one its thread, memory and admitted-rate targets are "
+                "about. Its threads and memory are sampled every "
+                f"{max(s['flood_sample_every'], s['flood_count_stage4'] // 40)} connections.")
         lines += ["## Idle-connection flood: threads, memory, admitted requests", "",
-                  f"Each stage is started afresh (`-t {s['flood_server_timeout']}`; stage3 with "
-                  f"`-maxclient {s['flood_stage3_max_client']} -maxtotal "
-                  f"{s['flood_stage3_max_total']}`). {s['flood_count']} connections are opened, "
-                  "one per loopback source address 127.1.x.y (so stage3's per-client limit "
+                  f"Each stage is started afresh (`-t {s['flood_server_timeout']}`; stage3 and "
+                  f"stage4 with `-maxclient {s['flood_stage3_max_client']} -maxtotal "
+                  f"{s['flood_stage3_max_total']}`). {s['flood_count']:,} connections are "
+                  "opened, one per loopback source address 127.1.x.y (so the per-client limit "
                   "never applies), and never send a byte. Threads and VmRSS are read from "
                   f"/proc/PID/status every {s['flood_sample_every']} connections once the thread "
-                  "count has settled; VmHWM is the process's peak resident set over its life.",
+                  "count has settled; VmHWM is the process's peak resident set over its life."
+                  + stage4_sentence,
                   "",
                   f"*Admitted requests/s* is measured from a fresh address (127.2.0.1) by "
                   f"{s['flood_clients']} client threads in a closed loop for "
@@ -562,10 +771,12 @@ def summary_md(results: Results, tc_summary, summary, goals: list[Target], small
                   "admission* is how long after the last flood connection opened the fresh "
                   "address got its first 200. In the *trickle* rows every flood connection "
                   "also sends 3 bytes of a request head every 0.3 s and never finishes it.", ""]
-        lines += _table(["stage", "flood", "opened", "held / 503 / 429 / closed", "threads idle → max",
+        lines += _table(["stage", "flood", "opened", "held / 503 / 429 / closed",
+                         "threads idle → max",
                          "VmHWM MiB", "unloaded adm/s", "flood: adm/s (adm/tries)",
                          "ratio", "first admission"], [
-            [f.stage, f.variant, str(f.opened), f"{f.held} / {f.refused_503} / {f.refused_429} / {f.closed}",
+            [f.stage, f.variant, str(f.opened),
+             f"{f.held} / {f.refused_503} / {f.refused_429} / {f.closed}",
              f"{f.threads_idle} → {f.max_threads}", f"{f.vmhwm_kib / 1024:.1f}",
              _f(f.unloaded.admitted_per_s),
              f"{_f(f.loaded.admitted_per_s)} ({f.loaded.admitted}/{f.loaded.attempts})",
@@ -607,9 +818,20 @@ def summary_md(results: Results, tc_summary, summary, goals: list[Target], small
     return "\n".join(lines)
 
 
+#: Every file write_all may produce; the ones a run does not rewrite are removed first.
+OUTPUT_FILES = (
+    "summary.md", "machine.txt", "testcases_runs.csv", "testcases.csv", "ab_runs.csv",
+    "ab_summary.csv", "ab_calibration.csv", "flood_threads.csv", "flood_summary.csv",
+    "micro.csv", "req_per_s.png", "latency_c12.png", "flood_threads.png", "testcases.png",
+    "large_file.png", "ctx_switches_c12.png",
+)
+
+
 def write_all(out: Path, results: Results, small: str, huge: str) -> list[Target]:
     """Writes every CSV, plot, machine.txt and summary.md into @p out; returns the targets."""
     out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_FILES:  # a plot this run cannot draw must not survive from an older one
+        (out / name).unlink(missing_ok=True)
     tc_summary = testcase_summary(results.testcase_rows)
     summary = ab_summary(results.ab_rows)
     goals = targets(results, summary, small, huge)

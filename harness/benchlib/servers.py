@@ -1,12 +1,16 @@
-"""Starting and stopping the servers under test: the three stages, nginx, Python's http.server.
+"""Starting and stopping the servers under test: the stages, nginx, Apache httpd, Python's
+http.server.
 
 Every server listens on 127.0.0.1 only, writes its stdout and stderr to files in its own work
-directory (never to a pipe nobody reads), runs in its own process group, and is stopped with
-SIGTERM, then SIGKILL to that group if it has not exited within STOP_DEADLINE.
+directory (never to a pipe nobody reads), and runs in its own session and process group (the
+group id is the server's pid), which its workers (nginx) and children (Apache) inherit. stop()
+sends SIGTERM to the server, waits up to STOP_DEADLINE, then sends SIGKILL to the whole
+group — also when the server itself has already exited, so no orphaned worker is left behind.
 
-Ports: the stages take ``-p 0`` and print the port they got, so there is no race. nginx and
-http.server need a port on their command line; free_port() asks the kernel for one and
-releases it, and start() retries with another if the server then fails to bind.
+Ports: the stages take ``-p 0`` and print the port they got, so there is no race. nginx, Apache
+and http.server need a port in their configuration or command line; free_port() asks the
+kernel for one and releases it, and start() retries with another if the server then fails to
+bind.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 from pathlib import Path
 
 from .client import FetchError, fetch
+from .ctxsw import session_pids
 
 #: How long a server may take to start listening.
 STARTUP_DEADLINE = 10.0
@@ -159,23 +164,32 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL to the whole process group after STOP_DEADLINE."""
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        try:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            pass
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=STOP_DEADLINE)
+            except subprocess.TimeoutExpired:
+                pass
         # The group id is the server's own pid (start_new_session): this reaches the server
-        # and any worker it forked (nginx), and nothing else.
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        # and any worker or child it forked (nginx, Apache), and nothing else. It runs even
+        # when the server has exited (or crashed), as long as one of its session is left: a
+        # process group outlives its leader. The session check keeps a reused pid safe.
+        if session_pids(self.proc.pid):
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         try:
             self.proc.wait(timeout=STOP_DEADLINE)
         except subprocess.TimeoutExpired:
             pass
+        # SIGKILL is delivered asynchronously: wait until the group is really gone, so that
+        # the next measurement does not share the machine with a dying server.
+        deadline = time.monotonic() + STOP_DEADLINE
+        while session_pids(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 class StageServer(Server):
@@ -272,6 +286,100 @@ class NginxServer(Server):
 
     def build_command(self, port: int) -> list[str]:
         return ["nginx", "-p", str(self.prefix), "-c", str(self.conf)]
+
+
+#: httpd.conf written by ApacheServer: Debian's Apache with the event MPM, a static-file setup
+#: like nginx's (access log off, sendfile on). The MPM figures are Debian's mpm_event.conf
+#: except MaxRequestWorkers/ServerLimit (room for ab's 200 concurrent connections without
+#: queueing, as nginx has) and MaxSpareThreads (so that no child is stopped between runs:
+#: a process that ends takes its context-switch counts with it, see ctxsw.py).
+APACHE_CONF = """\
+# Written by harness/bench.py: Apache httpd (event MPM) as a peer of nginx.
+ServerRoot "{prefix}"
+ServerName 127.0.0.1
+Listen 127.0.0.1:{port}
+PidFile "{prefix}/httpd.pid"
+DefaultRuntimeDir "{prefix}"
+Mutex file:{prefix} default
+ErrorLog "{prefix}/error.log"
+LogLevel warn
+{user}
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule authz_core_module {modules}/mod_authz_core.so
+LoadModule mime_module {modules}/mod_mime.so
+LoadModule dir_module {modules}/mod_dir.so
+
+<IfModule mpm_event_module>
+    StartServers            2
+    ServerLimit             16
+    ThreadLimit             64
+    ThreadsPerChild         25
+    MaxRequestWorkers       400
+    MinSpareThreads         25
+    MaxSpareThreads         400
+    MaxConnectionsPerChild  0
+</IfModule>
+
+{types}
+EnableSendfile On
+EnableMMAP On
+HostnameLookups Off
+KeepAlive On
+
+DocumentRoot "{root}"
+<Directory />
+    Options FollowSymLinks
+    AllowOverride None
+    Require all denied
+</Directory>
+<Directory "{root}">
+    Options FollowSymLinks
+    AllowOverride None
+    Require all granted
+</Directory>
+"""
+
+#: Where Debian's apache2-bin puts the binary and its modules.
+APACHE_BINARY = "/usr/sbin/apache2"
+APACHE_MODULES = "/usr/lib/apache2/modules"
+
+
+class ApacheServer(Server):
+    """Apache httpd (Debian's ``apache2``) with the event MPM and its own httpd.conf.
+
+    ``-DFOREGROUND``: the parent stays in the foreground (no detaching, no new session) but
+    forks its children and runs them as usual, so this is Apache's real process model — a
+    few processes, each with a listener thread and a pool of worker threads. As root, the
+    children run as www-data like nginx's workers. No access log (there is no CustomLog).
+    """
+
+    name = "apache"
+
+    def __init__(self, workdir: Path, root: Path):
+        super().__init__(workdir, root)
+        self.prefix = workdir / "apache"
+        self.conf = self.prefix / "httpd.conf"
+
+    def prepare(self, port: int) -> None:
+        if not os.access(APACHE_BINARY, os.X_OK):
+            raise ServerError(f"{APACHE_BINARY} not found (Debian package apache2-bin)")
+        self.prefix.mkdir(exist_ok=True)
+        user = ""
+        if os.geteuid() == 0:
+            account = "www-data"
+            try:
+                pwd.getpwnam(account)
+            except KeyError:
+                account = "nobody"
+            user = f"User {account}\nGroup {account}"
+        types = ("TypesConfig /etc/mime.types" if os.path.exists("/etc/mime.types")
+                 else "# /etc/mime.types is missing: no Content-Type for unknown suffixes")
+        self.conf.write_text(APACHE_CONF.format(prefix=self.prefix, port=port, user=user,
+                                                modules=APACHE_MODULES, types=types,
+                                                root=self.root))
+
+    def build_command(self, port: int) -> list[str]:
+        return [APACHE_BINARY, "-d", str(self.prefix), "-f", str(self.conf), "-DFOREGROUND"]
 
 
 class PythonServer(Server):
