@@ -9,7 +9,8 @@ serves a normal GET correctly afterwards:
   too long or too large, each answered with a complete reply although the client sent more
   than the server read, and with the server's memory bounded;
 - connection abuse: floods of connect-and-close and of resets mid-transfer (descriptor
-  count flat, stage 3's limits intact), readers that stop, headers trickled a byte at a time;
+  count flat, stage 3's and 4's limits intact), readers that stop, headers trickled a byte at
+  a time;
 - descriptor exhaustion under a low RLIMIT_NOFILE: no busy loop, recovery afterwards;
 - a restart on the same port right after SIGKILL, while a connection sits in TIME_WAIT;
 - log injection: control bytes in a request line reach the access log escaped, one line each.
@@ -36,9 +37,9 @@ import pytest
 
 from conftest import (
     LISTENING_RE,
+    LIMITED_STAGES,
     REASONS,
     SANITIZER_REPORT,
-    STAGE3,
     STARTUP_DEADLINE,
     STOP_DEADLINE,
     THREADED_STAGES,
@@ -61,10 +62,11 @@ PROBE = "notes.txt"
 
 #: How far the server's descriptor count may end above its idle count after a flood.
 FD_TOLERANCE = 2
-#: How long a flood's descriptors may take to be given back (refusals linger ~1 s in stage 3).
+#: How long a flood's descriptors may take to be given back (refusals linger ~1 s in stages 3
+#: and 4).
 FD_SETTLE = 10.0
 
-#: Stage 3's limits in the flood tests; the floods come from FLOOD_IPS in turn.
+#: Stage 3's and 4's limits in the flood tests; the floods come from FLOOD_IPS in turn.
 FLOOD_MAXCLIENT = 8
 FLOOD_MAXTOTAL = 100
 FLOOD_IPS = ip_range("127.0.4.", 1, 8)
@@ -257,7 +259,7 @@ def nothing_received(sock: socket.socket) -> bool:
 
 
 def assert_full_capacity(server, maxclient: int):
-    """Stage 3 after abuse: every slot came back, and a client gets exactly its allowance."""
+    """Stages 3 and 4 after abuse: every slot came back, and a client gets exactly its allowance."""
     def idle():
         status = server.try_status()
         ok = status and status["active"] == 1 and status["per_client"] == {"127.0.0.1": 1}
@@ -277,8 +279,8 @@ def assert_full_capacity(server, maxclient: int):
 
 
 def flood_server(servers, stage, site, *extra):
-    """A server for the flood tests; stage 3 gets room for them and its status page."""
-    if stage == STAGE3:
+    """A server for the flood tests; stages 3 and 4 get room for them and the status page."""
+    if stage in LIMITED_STAGES:
         extra = (*extra, "-maxclient", str(FLOOD_MAXCLIENT), "-maxtotal", str(FLOOD_MAXTOTAL),
                  "--status")
     return servers(stage, site.root, *extra)
@@ -498,7 +500,7 @@ def test_connect_and_close_flood_leaks_nothing(stage, site, servers):
     after = wait_fds_back(server.pid, before, "1000 connect-and-close")
     print(f"\n{stage}: descriptors before {before}, after 1000 connect-and-close {after}")
     assert_serves(server, site)
-    if stage == STAGE3:
+    if stage in LIMITED_STAGES:
         assert_full_capacity(server, FLOOD_MAXCLIENT)
         assert_serves(server, site)
 
@@ -522,7 +524,7 @@ def test_reset_mid_transfer_flood_leaks_nothing(stage, site, servers):
     after = wait_fds_back(server.pid, before, "200 resets mid-transfer")
     print(f"\n{stage}: descriptors before {before}, after 200 resets mid-transfer {after}")
     assert_serves(server, site)
-    if stage == STAGE3:
+    if stage in LIMITED_STAGES:
         assert_full_capacity(server, FLOOD_MAXCLIENT)
         assert_serves(server, site)
 
@@ -560,7 +562,9 @@ def test_reader_that_stops_is_cut_at_send_deadline(stage, site, servers):
     print(f"\n{stage}: stalled reader cut {elapsed:.2f} s after it stopped; descriptors "
           f"{before} -> {during} -> {fd_count(server.pid)}; it got {received} bytes")
     assert received < HUGE_SIZE, "the stalled reader was sent the whole file"
-    assert 1.0 <= elapsed <= 6.0, f"stalled reader cut after {elapsed:.2f} s with -t 2"
+    # The send deadline is an idle limit of -t: cut about 2 s after the reader stopped (plus
+    # what its buffers still took), not twice that.
+    assert 1.0 <= elapsed <= 3.5, f"stalled reader cut after {elapsed:.2f} s with -t 2"
     assert_serves(server, site)
 
 
@@ -610,7 +614,7 @@ def test_trickled_headers_are_cut_at_read_deadline(stage, site, servers):
 @stage_params(THREADED_STAGES)
 def test_descriptor_exhaustion_does_not_spin(stage, site, tmp_path):
     extra = ["-t", "30"]
-    if stage == STAGE3:  # let the descriptor limit bite, not the connection limits
+    if stage in LIMITED_STAGES:  # let the descriptor limit bite, not the connection limits
         extra += ["-maxclient", "200", "-maxtotal", "200"]
     with spawned_server(tmp_path, stage, site.root, *extra, nofile=NOFILE) as server:
         assert_serves(server, site)

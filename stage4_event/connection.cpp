@@ -141,6 +141,9 @@ void EventConnection::start_reply(Response response, Clock::time_point now) {
 
 // Sends what the socket takes now: the head, then the file with sendfile().
 Interest EventConnection::send_reply(Clock::time_point now) {
+    // Out of time before trying: a client that took nothing for -t is cut even if the socket
+    // would now accept a little more (below epoll's writable mark), as in the blocking stages.
+    if (now >= deadline()) return finish_reply(false, now);
     bool progress = false;
     while (wire_sent_ < wire_.size()) {
         // MSG_MORE lets the kernel put the head and the start of the file in one segment.

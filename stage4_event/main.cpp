@@ -46,7 +46,6 @@ int main(int argc, char* argv[]) {
         if (options.status_page) {
             context.status_json = [&] { return lab::status_json(limiter, counters); };
         }
-        lab::announce(kStage.name, listener, options);
 
         // One event loop per core, all watching the same listener; the main thread runs
         // the first. Each returns once shutdown was requested and its connections are done.
@@ -59,12 +58,13 @@ int main(int argc, char* argv[]) {
         for (std::size_t i = 1; i < loops.size(); ++i) {
             threads.emplace_back([&loop = *loops[i]] { loop.run(); });
         }
+        lab::announce(kStage.name, listener, options);  // ready: every loop is running
         loops.front()->run();
         return 0;  // the jthreads join the other loops here
     } catch (const lab::StartupError& error) {
         return lab::report_startup_error(error);
     } catch (const std::system_error& error) {
         return lab::report_startup_error(
-            lab::StartupError(1, std::string("cannot start the event loops: ") + error.what()));
+            lab::StartupError(1, std::string("cannot start a thread: ") + error.what()));
     }
 }
