@@ -36,9 +36,20 @@ BIN_DIR = Path(os.environ.get("LAB_BIN_DIR", HARNESS_DIR.parent / "build" / "bin
 STAGE1 = "stage1_sequential"
 STAGE2 = "stage2_threaded"
 STAGE3 = "stage3_limited"
-STAGES = [STAGE1, STAGE2, STAGE3]
-THREADED_STAGES = [STAGE2, STAGE3]
-STAGE_IDS = {STAGE1: "stage1", STAGE2: "stage2", STAGE3: "stage3"}
+STAGE4 = "stage4_event"
+STAGES = [STAGE1, STAGE2, STAGE3, STAGE4]
+#: Stages that serve many clients at once, so a silent client does not block the others:
+#: with a thread each (stages 2 and 3) or with event loops (stage 4). Tests that are about
+#: threads themselves say how stage 4 differs.
+THREADED_STAGES = [STAGE2, STAGE3, STAGE4]
+#: Stages with stage 3's command line and behaviour: -maxclient/-maxtotal (429/503),
+#: /server-status, --status-remote, --reclaim-idle.
+LIMITED_STAGES = [STAGE3, STAGE4]
+STAGE_IDS = {STAGE1: "stage1", STAGE2: "stage2", STAGE3: "stage3", STAGE4: "stage4"}
+
+#: Most threads stage 4 may run, whatever its load: one event loop per core (the main thread
+#: runs one), a signal watcher, and two to spare (a sanitizer's runtime may add its own).
+EVENT_THREAD_MAX = (os.cpu_count() or 1) + 3
 
 #: How long a server may take to print its "listening" line.
 STARTUP_DEADLINE = 5.0
@@ -237,7 +248,7 @@ class Server:
         raise AssertionError("no Threads: line in /proc status")
 
     def status(self, source_ip: str | None = None) -> dict:
-        """GET /server-status (stage 3 with --status) and returns the JSON.
+        """GET /server-status (stages 3 and 4 with --status) and returns the JSON.
 
         The snapshot counts the connection that asks for it, so an otherwise idle server
         reports ``active == 1``.

@@ -1,4 +1,4 @@
-"""The course's question 2, built: --allow-agent / --deny-agent on every stage.
+"""The course's question 2, built: --allow-agent / --deny-agent on every stage (1 to 4).
 
 Matching is a case-insensitive substring test on the User-Agent header; deny rules win; with
 allow rules present, a request whose User-Agent matches none (or that sends none) gets 403
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
-
-from conftest import STAGES, request, run_cli
+from conftest import LIMITED_STAGES, request, run_cli, stage_params
 
 CURL = "curl/7.88.1"
 CHROME = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -30,7 +28,7 @@ def get(server, agent: str | None):
     return request(server.port, "/index.html", headers=headers)
 
 
-@pytest.mark.parametrize("stage", STAGES, ids=["stage1", "stage2", "stage3"])
+@stage_params()
 def test_chrome_only_rules(stage, site, servers):
     server = servers(stage, site.root, *CHROME_ONLY)
     served = get(server, CHROME)
@@ -49,20 +47,23 @@ def test_chrome_only_rules(stage, site, servers):
     assert "no User-Agent" in missing.text()
 
 
-def test_no_rules_serves_every_agent(site, servers):
-    server = servers("stage3_limited", site.root)
+@stage_params(LIMITED_STAGES)
+def test_no_rules_serves_every_agent(stage, site, servers):
+    server = servers(stage, site.root)
     for agent in [CURL, CHROME, EDGE, None]:
         assert get(server, agent).status == 200, agent
 
 
-def test_matching_ignores_case_and_deny_wins(site, servers):
-    server = servers("stage2_threaded", site.root, "--allow-agent", "CURL", "--deny-agent", "curl/7")
+@stage_params()
+def test_matching_ignores_case_and_deny_wins(stage, site, servers):
+    server = servers(stage, site.root, "--allow-agent", "CURL", "--deny-agent", "curl/7")
     assert get(server, "curl/8.5.0").status == 200
     assert get(server, CURL).status == 403
 
 
-def test_real_curl_is_refused_by_chrome_only(site, servers):
-    server = servers("stage3_limited", site.root, *CHROME_ONLY)
+@stage_params(LIMITED_STAGES)
+def test_real_curl_is_refused_by_chrome_only(stage, site, servers):
+    server = servers(stage, site.root, *CHROME_ONLY)
     out = subprocess.run(
         ["curl", "-s", "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}", server.url + "index.html"],
         capture_output=True, text=True, timeout=10, check=True)
@@ -75,7 +76,8 @@ def test_real_curl_is_refused_by_chrome_only(site, servers):
     assert spoofed.stdout == "200"
 
 
-def test_empty_pattern_is_a_usage_error(tmp_path):
-    result = run_cli("stage1_sequential", "-r", str(tmp_path), "--allow-agent", "")
+@stage_params()
+def test_empty_pattern_is_a_usage_error(stage, tmp_path):
+    result = run_cli(stage, "-r", str(tmp_path), "--allow-agent", "")
     assert result.returncode == 2
     assert b"pattern" in result.stderr

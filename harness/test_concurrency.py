@@ -1,6 +1,6 @@
-"""How the stages behave with many clients: blocking (stage 1) versus threads (stages 2, 3),
-concurrent downloads, slow readers, thread growth, deadlines and shutdown with open
-connections.
+"""How the stages behave with many clients: blocking (stage 1) versus threads (stages 2, 3)
+and event loops (stage 4), concurrent downloads, slow readers, threads per connection,
+deadlines and shutdown with open connections.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import (
+    EVENT_THREAD_MAX,
+    LIMITED_STAGES,
     REASONS,
     STAGE1,
     STAGE2,
-    STAGE3,
+    STAGE4,
     THREADED_STAGES,
     Holder,
     connect,
@@ -160,7 +162,7 @@ def slow_fetch_all(port: int, count: int) -> float:
 def test_slow_readers_threaded_stages_are_faster(site, servers):
     site.add_file("slow.bin", os.urandom(SLOW_FILE_SIZE))
     times = {}
-    for stage in (STAGE1, STAGE2, STAGE3):
+    for stage in (STAGE1, *THREADED_STAGES):
         server = servers(stage, site.root, "-q", "-t", "30")
         times[stage] = slow_fetch_all(server.port, SLOW_CLIENTS)
         server.stop()
@@ -180,23 +182,44 @@ def test_slow_readers_threaded_stages_are_faster(site, servers):
 # --------------------------------------------------------------------------------------------
 
 
-def test_stage2_thread_per_connection(site, servers):
-    server = servers(STAGE2, site.root, "-q", "-t", "30")
+#: Idle connections of the thread-count test, and the addresses they come from (stage 4 gets
+#: limits that admit them all, so that every one of them is a connection it holds).
+IDLE_CONNECTIONS = 200
+IDLE_IPS = ip_range("127.0.23.", 1, 20)
+
+
+@stage_params([STAGE2, STAGE4])
+def test_threads_per_connection(stage, site, servers):
+    """Stage 2 runs a thread for each connection; stage 4 runs the same few threads whatever
+    the number of connections (one event loop per core and a signal watcher)."""
+    extra = ("-maxclient", "20", "-maxtotal", "400", "--status") if stage == STAGE4 else ()
+    server = servers(stage, site.root, "-q", "-t", "30", *extra)
     baseline = server.threads()
+    peak = baseline
     with Holder() as holder:
-        holder.open(server.port, 200)
-        peak = wait_until(
-            lambda: server.threads() if server.threads() >= 150 else 0,
-            timeout=10,
-            message="stage 2 to run >= 150 threads for 200 idle connections",
-        )
+        for _ in range(IDLE_CONNECTIONS // 20):
+            holder.open(server.port, 20, source_ips=IDLE_IPS)
+            peak = max(peak, server.threads())
+        if stage == STAGE2:
+            peak = wait_until(
+                lambda: server.threads() if server.threads() >= 150 else 0,
+                timeout=10,
+                message="stage 2 to run >= 150 threads for 200 idle connections",
+            )
+        else:
+            wait_until(lambda: server.status()["active"] == IDLE_CONNECTIONS + 1, timeout=5,
+                       message=f"stage 4 to hold all {IDLE_CONNECTIONS} idle connections")
+            peak = max(peak, server.threads())
+            assert peak <= EVENT_THREAD_MAX, (
+                f"stage 4 ran {peak} threads with {IDLE_CONNECTIONS} idle connections "
+                f"({EVENT_THREAD_MAX} at most: one loop per core and a signal watcher)")
         holder.close_all()
     wait_until(
         lambda: server.threads() <= baseline + 2,
         timeout=5,
         message=f"threads to drop back to ~{baseline} after the clients closed",
     )
-    print(f"\nstage2 threads: baseline {baseline}, peak {peak}, after {server.threads()}")
+    print(f"\n{stage} threads: baseline {baseline}, peak {peak}, after {server.threads()}")
     assert server.alive()
 
 
@@ -235,7 +258,7 @@ def test_read_deadline_is_absolute(stage, site, servers):
 def test_send_deadline_cuts_a_client_that_stops_reading(stage, site, servers):
     big = os.urandom(8 << 20)
     site.add_file("big.bin", big)
-    extra = ("--status",) if stage == STAGE3 else ()
+    extra = ("--status",) if stage in LIMITED_STAGES else ()
     server = servers(stage, site.root, "-t", "1", *extra)
     baseline_threads = server.threads()
     with connect(server.port, rcvbuf=4096) as stuck:
@@ -253,7 +276,7 @@ def test_send_deadline_cuts_a_client_that_stops_reading(stage, site, servers):
                 message="the stuck client's thread")
             wait_until(lambda: server.threads() < stuck_threads, timeout=4,
                        message="the stuck client's thread to end")
-        else:
+        else:  # stages 3 and 4: the slot shows it
             wait_until(lambda: server.status()["active"] == 2, timeout=2,
                        message="the stuck client to hold a slot")
             wait_until(lambda: server.status()["active"] == 1, timeout=4,

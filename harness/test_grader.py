@@ -1,6 +1,7 @@
 """Tests of the grader itself (harness/grade.py), run as a subprocess like a course would.
 
-- the kit's own stages, each with its matching profile, get full marks;
+- the kit's own stages, each with its matching profile, get full marks (stage 4 with
+  "limited", like stage 3: it takes the same options and keeps the same limits);
 - the deliberately flawed server (per-client limit keyed by IP:port) loses the per-client
   check, with a message that says what was observed;
 - a server that never listens, one that crashes, one that accepts and never answers, a check
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HARNESS_DIR, STAGE1, STAGE2, STAGE3, binary
+from conftest import HARNESS_DIR, STAGE1, STAGE2, STAGE3, STAGE4, binary
 
 GRADE = HARNESS_DIR / "grade.py"
 FLAWED = HARNESS_DIR / "testdata" / "flawed_server.py"
@@ -130,7 +131,8 @@ def no_process_mentions(token: str) -> list[str]:
     (STAGE1, "sequential", ()),
     (STAGE2, "threaded", ()),
     (STAGE3, "limited", ("-maxclient", "{maxclient}", "-maxtotal", "{maxtotal}")),
-], ids=["stage1-sequential", "stage2-threaded", "stage3-limited"])
+    (STAGE4, "limited", ("-maxclient", "{maxclient}", "-maxtotal", "{maxtotal}")),
+], ids=["stage1-sequential", "stage2-threaded", "stage3-limited", "stage4-limited"])
 def test_own_stage_gets_full_marks(tmp_path, stage, profile, extra):
     proc, results, _ = grade(tmp_path, stage_cmd(stage, *extra), profile)
     tests = by_id(results)
@@ -141,8 +143,9 @@ def test_own_stage_gets_full_marks(tmp_path, stage, profile, extra):
     assert f"{results['score']:g}/{results['max_score']:g}" in proc.stdout  # the summary table
 
 
-def test_stage3_with_small_limits_and_hidden_check(tmp_path):
-    cmd = stage_cmd(STAGE3, "-maxclient", "{maxclient}", "-maxtotal", "{maxtotal}")
+@pytest.mark.parametrize("stage", [STAGE3, STAGE4], ids=["stage3", "stage4"])
+def test_small_limits_and_hidden_check(tmp_path, stage):
+    cmd = stage_cmd(stage, "-maxclient", "{maxclient}", "-maxtotal", "{maxtotal}")
     _, results, junit = grade(tmp_path, cmd, "limited", "--maxclient", "3", "--maxtotal", "7",
                               "--hidden-dir", str(HIDDEN))
     tests = by_id(results)

@@ -20,6 +20,7 @@ import pytest
 from conftest import (
     REASONS,
     SAMPLE_TYPES,
+    STAGE_IDS,
     STAGES,
     connect,
     parse_response,
@@ -31,7 +32,7 @@ from conftest import (
 )
 
 
-@pytest.fixture(params=STAGES, ids=["stage1", "stage2", "stage3"])
+@pytest.fixture(params=STAGES, ids=[STAGE_IDS[s] for s in STAGES])
 def stage(request):
     return request.param
 

@@ -1,5 +1,6 @@
-"""Stage 3's admission control: per-client and total limits, refusals under load, thread bound,
-read deadlines freeing slots, /server-status, and the limit options.
+"""Stage 3's admission control, which stage 4 shares: per-client and total limits, refusals
+under load, thread bound, read deadlines freeing slots, /server-status, and the limit options.
+Every test runs on both stages; where they differ (the thread count) each has its expectation.
 
 Distinct clients are distinct source addresses: every socket here binds to an address of
 127.0.0.0/8 before it connects.
@@ -7,6 +8,7 @@ Distinct clients are distinct source addresses: every socket here binds to an ad
 
 from __future__ import annotations
 
+import select
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import (
+    EVENT_THREAD_MAX,
+    LIMITED_STAGES,
     REASONS,
-    STAGE3,
+    STAGE4,
     Holder,
     connect,
     ip_range,
@@ -23,6 +27,7 @@ from conftest import (
     read_to_eof,
     request,
     run_cli,
+    stage_params,
     trickle,
     wait_until,
 )
@@ -55,18 +60,29 @@ def assert_refusal(data: bytes, code: int):
 
 
 def wait_idle(server, timeout: float = 3.0) -> dict:
-    """Polls /server-status until only the asking connection holds a slot."""
+    """Polls /server-status until only the asking connection holds a slot.
+
+    A poll made before the server has seen the last clients leave may find it still full and
+    be refused (503), which the server counts: the snapshot returned leaves those out of
+    ``refused_total``, so that it counts the test's own clients only.
+    """
+    refused_polls = 0
+
     def idle():
+        nonlocal refused_polls
         status = server.try_status()  # refused while the server is still full
-        if status and status["active"] == 1 and status["per_client"] == {"127.0.0.1": 1}:
+        if status is None:
+            refused_polls += 1
+        elif status["active"] == 1 and status["per_client"] == {"127.0.0.1": 1}:
             return status
         return None
 
-    return wait_until(
+    status = wait_until(
         idle,
         timeout=timeout,
         message="every slot to come back (active == 1: the status request itself)",
     )
+    return {**status, "refused_total": status["refused_total"] - refused_polls}
 
 
 def refused_without_sending(port: int, source_ip: str, code: int, within: float = 1.0):
@@ -97,8 +113,9 @@ def refused_after_request(port: int, source_ip: str, code: int, timeout: float =
 # --------------------------------------------------------------------------------------------
 
 
-def test_per_client_limit(site, servers):
-    server = servers(STAGE3, site.root, "-maxclient", "12", "-maxtotal", "60", "-t", "30",
+@stage_params(LIMITED_STAGES)
+def test_per_client_limit(stage, site, servers):
+    server = servers(stage, site.root, "-maxclient", "12", "-maxtotal", "60", "-t", "30",
                      "--status")
     with Holder() as holder:
         held = holder.open(server.port, 12, source_ips=["127.0.0.2"])
@@ -132,8 +149,9 @@ def test_per_client_limit(site, servers):
     wait_idle(server)
 
 
-def test_total_limit(site, servers):
-    server = servers(STAGE3, site.root, "-maxclient", "12", "-maxtotal", "60", "-t", "30",
+@stage_params(LIMITED_STAGES)
+def test_total_limit(stage, site, servers):
+    server = servers(stage, site.root, "-maxclient", "12", "-maxtotal", "60", "-t", "30",
                      "--status")
     ips = ip_range("127.0.1.", 1, 10)
     with Holder() as holder:
@@ -150,8 +168,9 @@ def test_total_limit(site, servers):
         assert reply.status == 200, (ip, reply.status_line)
 
 
-def test_per_client_limit_is_checked_before_total(site, servers):
-    server = servers(STAGE3, site.root, "-maxclient", "3", "-maxtotal", "6", "-t", "30")
+@stage_params(LIMITED_STAGES)
+def test_per_client_limit_is_checked_before_total(stage, site, servers):
+    server = servers(stage, site.root, "-maxclient", "3", "-maxtotal", "6", "-t", "30")
     with Holder() as holder:
         holder.open(server.port, 3, source_ips=["127.0.5.1"])
         holder.open(server.port, 3, source_ips=["127.0.5.2"])
@@ -161,8 +180,9 @@ def test_per_client_limit_is_checked_before_total(site, servers):
         refused_without_sending(server.port, "127.0.5.3", 503)
 
 
-def test_refusal_flood_gets_complete_replies(site, servers):
-    server = servers(STAGE3, site.root, "-maxclient", "12", "-maxtotal", "60", "-t", "30",
+@stage_params(LIMITED_STAGES)
+def test_refusal_flood_gets_complete_replies(stage, site, servers):
+    server = servers(stage, site.root, "-maxclient", "12", "-maxtotal", "60", "-t", "30",
                      "-q", "--status")
     with Holder() as holder:
         holder.open(server.port, 12, source_ips=["127.0.0.2"])
@@ -190,8 +210,9 @@ def test_refusal_flood_gets_complete_replies(site, servers):
         assert request(server.port, "/", source_ip=ip).status == 200
 
 
-def test_threads_stay_bounded_under_idle_flood(site, servers):
-    server = servers(STAGE3, site.root, "-maxclient", "12", "-maxtotal", "60", "-t", "30", "-q")
+@stage_params(LIMITED_STAGES)
+def test_threads_stay_bounded_under_idle_flood(stage, site, servers):
+    server = servers(stage, site.root, "-maxclient", "12", "-maxtotal", "60", "-t", "30", "-q")
     peak = [server.threads()]
     stop = threading.Event()
 
@@ -209,26 +230,38 @@ def test_threads_stay_bounded_under_idle_flood(site, servers):
         with Holder() as holder:
             # 200 idle connections from 20 addresses, 10 each: no per-client refusals.
             socks = holder.open(server.port, 200, source_ips=ip_range("127.0.7.", 1, 20))
+            # Exactly 140 are told 503 at once. Which ones is not fixed: stage 4's loops
+            # take clients from one queue, but two loops may ask the limiter in either order.
+            told = set()
             deadline = time.monotonic() + 5
-            refused = 0
-            for sock in socks[60:]:
+            while len(told) < 140 and time.monotonic() < deadline:
+                readable, _, _ = select.select([s for s in socks if s not in told], [], [], 0.1)
+                told.update(readable)
+            for sock in told:
                 assert_refusal(read_to_eof(sock, deadline), 503)
-                refused += 1
-            for sock in socks[:60]:  # admitted: nothing said to them
+            time.sleep(0.1)  # a 141st refusal would be there by now
+            silent = [sock for sock in socks if sock not in told]
+            for sock in silent:  # admitted: nothing said to them
                 sock.settimeout(0.01)
                 try:
                     data = sock.recv(1)
                 except TimeoutError:
                     data = None
                 assert data is None, f"an admitted idle connection got {data!r}"
-            assert refused == 140
+            assert len(told) == 140 and len(silent) == 60, (
+                f"{len(told)} refused and {len(silent)} admitted with -maxtotal 60")
             time.sleep(0.1)  # let the sampler see the settled state as well
     finally:
         stop.set()
         sampler.join(timeout=2)
-    print(f"\nstage3 peak threads with -maxtotal 60 and 200 idle connections: {peak[0]}")
-    assert peak[0] <= 64, f"{peak[0]} threads with -maxtotal 60"
-    assert peak[0] >= 60, f"only {peak[0]} threads: were the 60 admitted clients served?"
+    print(f"\n{stage} peak threads with -maxtotal 60 and 200 idle connections: {peak[0]}")
+    if stage == STAGE4:
+        # No thread per connection: the loops it started with, whatever the load.
+        assert peak[0] <= EVENT_THREAD_MAX, (
+            f"{peak[0]} threads with 60 idle connections ({EVENT_THREAD_MAX} at most)")
+    else:
+        assert peak[0] <= 64, f"{peak[0]} threads with -maxtotal 60"
+        assert peak[0] >= 60, f"only {peak[0]} threads: were the 60 admitted clients served?"
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,8 +269,9 @@ def test_threads_stay_bounded_under_idle_flood(site, servers):
 # --------------------------------------------------------------------------------------------
 
 
-def test_slow_clients_are_cut_and_free_their_slots(site, servers):
-    server = servers(STAGE3, site.root, "-t", "2", "--status")
+@stage_params(LIMITED_STAGES)
+def test_slow_clients_are_cut_and_free_their_slots(stage, site, servers):
+    server = servers(stage, site.root, "-t", "2", "--status")
     results = {}
 
     def idle():
@@ -275,8 +309,9 @@ def test_slow_clients_are_cut_and_free_their_slots(site, servers):
 # --------------------------------------------------------------------------------------------
 
 
-def test_status_counters(site, servers):
-    server = servers(STAGE3, site.root, "-maxclient", "2", "-maxtotal", "5", "--status")
+@stage_params(LIMITED_STAGES)
+def test_status_counters(stage, site, servers):
+    server = servers(stage, site.root, "-maxclient", "2", "-maxtotal", "5", "--status")
     first = server.status()
     assert set(first) == STATUS_KEYS
     assert first["active"] == 1
@@ -323,13 +358,15 @@ def test_status_counters(site, servers):
     ],
     ids=["maxclient-0", "maxtotal-negative", "maxclient-text", "maxtotal-0"],
 )
-def test_bad_limits_exit_2(tmp_path, args):
-    proc = run_cli(STAGE3, "-p", "0", "-r", str(tmp_path), *args)
+@stage_params(LIMITED_STAGES)
+def test_bad_limits_exit_2(stage, tmp_path, args):
+    proc = run_cli(stage, "-p", "0", "-r", str(tmp_path), *args)
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     lines = proc.stderr.decode(errors="replace").strip("\n").split("\n")
     assert len(lines) == 1 and lines[0].strip(), f"expected one stderr line, got {lines!r}"
 
 
-def test_status_page_off_by_default(site, servers):
-    server = servers(STAGE3, site.root)
+@stage_params(LIMITED_STAGES)
+def test_status_page_off_by_default(stage, site, servers):
+    server = servers(stage, site.root)
     assert request(server.port, "/server-status").status == 404

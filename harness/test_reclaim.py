@@ -1,4 +1,4 @@
-"""Stage 3's --reclaim-idle: when the total limit is full, the oldest connection that has not
+"""Stage 3's --reclaim-idle, which stage 4 shares (every test runs on both): when the total limit is full, the oldest connection that has not
 sent a whole request head gives its slot to the newcomer (and is told 408), so a flood of idle
 or trickling connections cannot lock everybody else out. Without the flag, the course's
 semantics hold: a slot counts until close, and the next client gets 503.
@@ -14,14 +14,15 @@ import threading
 import time
 
 from conftest import (
+    LIMITED_STAGES,
     REASONS,
-    STAGE3,
     Holder,
     connect,
     ip_range,
     parse_response,
     read_to_eof,
     request,
+    stage_params,
     wait_until,
 )
 
@@ -73,8 +74,9 @@ class TrickleFlood:
         self.thread.join(timeout=5)
 
 
-def test_without_the_flag_a_full_server_refuses(site, servers):
-    server = servers(STAGE3, site.root, "-maxclient", "12", "-maxtotal", "20", "-t", "30")
+@stage_params(LIMITED_STAGES)
+def test_without_the_flag_a_full_server_refuses(stage, site, servers):
+    server = servers(stage, site.root, "-maxclient", "12", "-maxtotal", "20", "-t", "30")
     with Holder() as holder:
         holder.open(server.port, 20, source_ips=ip_range("127.0.8.", 1, 20))
         reply = parse_response(
@@ -91,8 +93,9 @@ def test_without_the_flag_a_full_server_refuses(site, servers):
             assert data is None, f"an admitted idle connection got {data!r}"
 
 
-def test_idle_flood_does_not_lock_out_fresh_clients(site, servers):
-    server = servers(STAGE3, site.root, "-maxclient", "12", "-maxtotal", "20", "-t", "10",
+@stage_params(LIMITED_STAGES)
+def test_idle_flood_does_not_lock_out_fresh_clients(stage, site, servers):
+    server = servers(stage, site.root, "-maxclient", "12", "-maxtotal", "20", "-t", "10",
                      "--reclaim-idle", "--status")
     with Holder() as holder:
         flood = holder.open(server.port, 100, source_ips=ip_range("127.0.9.", 1, 100))
@@ -114,8 +117,9 @@ def test_idle_flood_does_not_lock_out_fresh_clients(site, servers):
     assert '" 408 ' in log
 
 
-def test_trickle_flood_does_not_lock_out_fresh_clients(site, servers):
-    server = servers(STAGE3, site.root, "-maxclient", "12", "-maxtotal", "20", "-t", "10",
+@stage_params(LIMITED_STAGES)
+def test_trickle_flood_does_not_lock_out_fresh_clients(stage, site, servers):
+    server = servers(stage, site.root, "-maxclient", "12", "-maxtotal", "20", "-t", "10",
                      "--reclaim-idle", "--status")
     with Holder() as holder:
         flood = holder.open(server.port, 60, source_ips=ip_range("127.0.11.", 1, 60))
@@ -125,12 +129,13 @@ def test_trickle_flood_does_not_lock_out_fresh_clients(site, servers):
     assert server.alive()
 
 
-def test_slow_download_is_never_reclaimed(site, servers):
+@stage_params(LIMITED_STAGES)
+def test_slow_download_is_never_reclaimed(stage, site, servers):
     # A client reading a 4 MiB file slowly holds its slot for seconds after its head arrived:
     # floods and fresh clients must not take it, and every byte must arrive intact.
     data = bytes(range(256)) * (4 * 4096)
     site.add_file("big.bin", data)
-    server = servers(STAGE3, site.root, "-maxclient", "12", "-maxtotal", "5", "-t", "10",
+    server = servers(stage, site.root, "-maxclient", "12", "-maxtotal", "5", "-t", "10",
                      "--reclaim-idle")
     slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -161,8 +166,9 @@ def test_slow_download_is_never_reclaimed(site, servers):
     assert reply.body == data
 
 
-def test_reclaimed_slots_come_back_and_counts_stay_exact(site, servers):
-    server = servers(STAGE3, site.root, "-maxclient", "12", "-maxtotal", "10", "-t", "10",
+@stage_params(LIMITED_STAGES)
+def test_reclaimed_slots_come_back_and_counts_stay_exact(stage, site, servers):
+    server = servers(stage, site.root, "-maxclient", "12", "-maxtotal", "10", "-t", "10",
                      "--reclaim-idle", "--status")
     with Holder() as holder:
         holder.open(server.port, 50, source_ips=ip_range("127.0.21.", 1, 50))

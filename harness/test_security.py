@@ -8,15 +8,18 @@ per attack, each over real sockets against the real binaries:
   not one byte from outside, and both states are seen (200 with the inside bytes, and 404).
 - test_fifo_swap_gets_prompt_403_and_leaks_nothing: root/x swapped with a FIFO while a
   client asks for it: every reply prompt (403 for the FIFO, never a server stuck opening it),
-  then every descriptor, thread and stage 3 slot back, and SIGTERM ends the server with
+  then every descriptor, thread and stage 3/4 slot back, and SIGTERM ends the server with
   status 0 within 2 s. A FIFO that simply sits in the root gets 403 at once too.
 - test_address_space_exhaustion_ends_connections_not_the_process: RLIMIT_AS 150 MiB, 200
   clients from 200 addresses each sending a legal 60 KB head in 4 KiB pieces: the process
   lives, every client gets a whole reply or a close, never silence, and service comes back.
 - test_thread_exhaustion_gets_prompt_503: RLIMIT_NPROC 10 under a throwaway uid, idle clients
   take every thread there is: the next client gets a prompt 503, and service comes back.
+  Stage 4 starts all its threads at once and needs no more: with room for them, idle clients
+  take none and new ones are served (test_stage4_needs_no_thread_per_client); with less, it
+  exits 1 with a message before it says it listens (test_stage4_without_its_threads_exits_1).
 - test_status_page_obeys_agent_policy, test_status_page_is_for_loopback_clients: stage 3's
-  /server-status is refused (403, no JSON) to an agent the rules refuse, to HTTP/0.9, and to
+  and 4's /server-status is refused (403, no JSON) to an agent the rules refuse, to HTTP/0.9, and to
   a client on a non-loopback address unless --status-remote.
 - test_head_parsing_cost_is_linear: head bytes sent one per TCP segment, paced so that each
   is a recv() of its own: the server's CPU per byte at the end of a 64 KiB head must be that
@@ -59,10 +62,13 @@ from pathlib import Path
 import pytest
 
 from conftest import (
+    EVENT_THREAD_MAX,
+    LIMITED_STAGES,
     REASONS,
     STAGE2,
     STAGE3,
-    THREADED_STAGES,
+    STAGE4,
+    STARTUP_DEADLINE,
     WWW_DIR,
     Holder,
     binary,
@@ -334,7 +340,7 @@ FIFO_BUDGET = 15.0
 FIFO_REPLY_DEADLINE = 2.0
 #: How fast a FIFO that just sits in the root must be refused.
 FIFO_PLAIN_DEADLINE = 1.0
-#: Stage 3's limits here: small, so that slots held for good would show at once. The
+#: Stage 3's and 4's limits here: small, so that slots held for good would show at once. The
 #: requests come from FIFO_SOURCES in turn: a slot is held until the server has seen its
 #: client close, a moment after the reply, and the next request must not find it taken.
 FIFO_MAXCLIENT = 2
@@ -346,7 +352,7 @@ SIGTERM_DEADLINE = 2.0
 
 
 def assert_idle_status(server):
-    """Stage 3: every slot is back; only the status request's own connection is counted."""
+    """Stages 3 and 4: every slot is back; only the status request's own connection counts."""
     def idle():
         status = server.try_status()
         ok = status and status["active"] == 1 and status["per_client"] == {"127.0.0.1": 1}
@@ -355,7 +361,7 @@ def assert_idle_status(server):
     try:
         wait_until(idle, timeout=5, interval=0.1)
     except AssertionError:
-        pytest.fail(f"stage 3 still holds slots 5 s after the race: {server.try_status()} "
+        pytest.fail(f"{server.stage} still holds slots 5 s after the race: {server.try_status()} "
                     f"(active 1, the status request itself, expected)", pytrace=False)
 
 
@@ -377,7 +383,7 @@ def wait_threads_back(server, baseline: int):
 @stage_params()
 def test_fifo_swap_gets_prompt_403_and_leaks_nothing(stage, site, servers):
     extra = ["-q"]
-    if stage == STAGE3:
+    if stage in LIMITED_STAGES:
         extra += ["--status", "-maxclient", str(FIFO_MAXCLIENT), "-maxtotal", str(FIFO_MAXTOTAL)]
     server = servers(stage, site.root, *extra)
 
@@ -406,9 +412,9 @@ def test_fifo_swap_gets_prompt_403_and_leaks_nothing(stage, site, servers):
           f"{dict(statuses)}, hung {hung}")
     assert not hung, (f"GET /x got no reply within {FIFO_REPLY_DEADLINE} s after "
                       f"{len(replies)} replies ({dict(statuses)}): the server is stuck on the FIFO")
-    # Stage 3 may refuse a request whose predecessor's slot it has not yet seen closed (a
-    # loaded machine); a slot held for good shows in the idle check below.
-    allowed = {200, 403} | ({429, 503} if stage == STAGE3 else set())
+    # Stages 3 and 4 may refuse a request whose predecessor's slot they have not yet seen
+    # closed (a loaded machine); a slot held for good shows in the idle check below.
+    allowed = {200, 403} | ({429, 503} if stage in LIMITED_STAGES else set())
     assert set(statuses) <= allowed, f"statuses during the FIFO race: {dict(statuses)}"
     assert statuses[200] and statuses[403], (
         f"the race was not exercised: {dict(statuses)} (both 200 and 403 expected)")
@@ -417,7 +423,7 @@ def test_fifo_swap_gets_prompt_403_and_leaks_nothing(stage, site, servers):
     # Everything the race touched is given back.
     wait_fds_back(server.pid, fds, "the FIFO race")
     wait_threads_back(server, threads)
-    if stage == STAGE3:
+    if stage in LIMITED_STAGES:
         assert_idle_status(server)
     probe_until_served(server, site.root, timeout=3)
     status = server.stop(timeout=SIGTERM_DEADLINE)
@@ -621,7 +627,7 @@ def wait_steady_threads(server, timeout: float = 3.0) -> int:
     return readings[-1]
 
 
-@stage_params(THREADED_STAGES)
+@stage_params([STAGE2, STAGE3])  # stage 4: the two tests below
 def test_thread_exhaustion_gets_prompt_503(stage, servers):
     if os.geteuid() != 0:
         pytest.skip("needs root to run the server as a throwaway uid")
@@ -670,6 +676,77 @@ def test_thread_exhaustion_gets_prompt_503(stage, servers):
         server.stop()  # while the root still exists
 
 
+#: Tasks stage 4 starts with and never adds to: one event loop per core (the main thread runs
+#: one) and a signal watcher.
+EVENT_THREADS = (os.cpu_count() or 1) + 1
+#: How soon each new client must be served while stage 4 holds the idle clients.
+NPROC_SERVED_DEADLINE = 2.0
+
+
+def test_stage4_needs_no_thread_per_client(servers):
+    """RLIMIT_NPROC with room for stage 4's loops (and a sanitizer's thread), none more: the
+    idle clients take no thread, so new clients are served, not refused."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the server as a throwaway uid")
+    uid = random.randint(*NPROC_UIDS)
+    limit = EVENT_THREAD_MAX
+    with world_readable_site() as root:
+        server = servers(STAGE4, root, "-q", "-maxclient", "200", "-maxtotal", "200",
+                         preexec_fn=as_throwaway_user(uid, limit))
+        probe_until_served(server, root, timeout=3)
+        threads = wait_steady_threads(server)
+        expected = (root / "index.html").read_bytes()
+        with Holder() as idle:
+            idle.open(server.port, NPROC_IDLE_CLIENTS)
+            took = []
+            for number in range(1, NPROC_NEW_CLIENTS + 1):
+                started = time.monotonic()
+                reply = request(server.port, "/index.html", timeout=NPROC_SERVED_DEADLINE + 3)
+                took.append(round(time.monotonic() - started, 3))
+                assert reply.status == 200 and reply.body == expected, (
+                    f"new client {number} beside {NPROC_IDLE_CLIENTS} idle ones got "
+                    f"{reply.status_line!r} from stage 4 under RLIMIT_NPROC {limit}")
+                assert took[-1] <= NPROC_SERVED_DEADLINE, (
+                    f"new client {number} waited {took[-1]:.2f} s for its 200")
+            during = server.threads()
+        print(f"\nstage 4: RLIMIT_NPROC {limit} as uid {uid}, {NPROC_IDLE_CLIENTS} idle "
+              f"clients, threads {threads} -> {during}; new clients served in {took} s")
+        assert during <= threads, f"{during} threads with idle clients, {threads} without"
+        assert threads <= limit
+        probe_until_served(server, root, timeout=5)
+        server.stop()  # while the root still exists
+
+
+def test_stage4_without_its_threads_exits_1():
+    """RLIMIT_NPROC one task short of what stage 4 starts with: it cannot run its loops, so it
+    must not start at all: exit 1, one line on stderr, and no listening line (which says the
+    server is ready: a supervisor or this harness would take it at its word)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the server as a throwaway uid")
+    uid = random.randint(*NPROC_UIDS)
+    limit = EVENT_THREADS - 1
+    with world_readable_site() as root:
+        try:
+            proc = subprocess.run(
+                [str(binary(STAGE4)), "-p", "0", "-r", str(root), "-q"],
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=STARTUP_DEADLINE,
+                preexec_fn=as_throwaway_user(uid, limit))
+        except subprocess.TimeoutExpired as error:  # subprocess.run has killed it
+            pytest.fail(f"stage 4 under RLIMIT_NPROC {limit} (it starts {EVENT_THREADS} tasks) "
+                        f"was still running after {STARTUP_DEADLINE} s; stdout "
+                        f"{error.stdout!r}, stderr {error.stderr!r}", pytrace=False)
+    stdout = proc.stdout.decode(errors="replace")
+    lines = proc.stderr.decode(errors="replace").strip("\n").split("\n")
+    print(f"\nstage 4 under RLIMIT_NPROC {limit}: status {proc.returncode}, stdout {stdout!r}, "
+          f"stderr {lines!r}")
+    assert proc.returncode == 1, (proc.returncode, stdout, lines)
+    assert len(lines) == 1 and lines[0].startswith(f"{STAGE4}: "), (
+        f"expected one stderr line saying why, got {lines!r}")
+    assert "listening" not in stdout, (
+        f"stage 4 announced {stdout.strip()!r} and then exited 1 ({lines[0]!r}): the listening "
+        f"line must come only once every event loop runs")
+
+
 # --------------------------------------------------------------------------------------------
 # 5. /server-status: agent policy and loopback only
 # --------------------------------------------------------------------------------------------
@@ -692,8 +769,9 @@ def status_request(port: int, address: str) -> bytes:
         return read_to_eof(sock, time.monotonic() + 5)
 
 
-def test_status_page_obeys_agent_policy(site, servers):
-    server = servers(STAGE3, site.root, "--status", "--allow-agent", "Firefox/")
+@stage_params(LIMITED_STAGES)
+def test_status_page_obeys_agent_policy(stage, site, servers):
+    server = servers(stage, site.root, "--status", "--allow-agent", "Firefox/")
     refused = request(server.port, "/server-status", headers={"User-Agent": CURL})
     assert refused.status == 403, f"curl asking for /server-status got {refused.status_line!r}"
     assert_no_status_json(refused.raw, "a refused agent")
@@ -707,13 +785,14 @@ def test_status_page_obeys_agent_policy(site, servers):
     assert "127.0.0.1" in json.loads(allowed.body)["per_client"]
 
 
+@stage_params(LIMITED_STAGES)
 @pytest.mark.parametrize("remote", [False, True], ids=["loopback-only", "status-remote"])
-def test_status_page_is_for_loopback_clients(site, servers, remote):
+def test_status_page_is_for_loopback_clients(stage, site, servers, remote):
     address = non_loopback_address()
     if address is None:
         pytest.skip("this machine has no non-loopback IPv4 address to test from")
     extra = ["-b", address, "--status"] + (["--status-remote"] if remote else [])
-    server = servers(STAGE3, site.root, *extra)
+    server = servers(stage, site.root, *extra)
     assert server.host == address
     data = status_request(server.port, address)
     reply = parse_response(data)
