@@ -32,6 +32,8 @@ TEST(Reclaim, FullServerTakesTheOldestWaitingSlot) {
     ConnectionLimiter limiter(5, 2, true);
     auto a = limiter.try_acquire("a");
     auto b = limiter.try_acquire("b");
+    ASSERT_EQ(a.verdict, Verdict::admitted);
+    ASSERT_EQ(b.verdict, Verdict::admitted);
     auto c = limiter.try_acquire("c");
     ASSERT_EQ(c.verdict, Verdict::admitted);
     // a was reclaimed: its session learns it when it tries to settle.
@@ -51,6 +53,8 @@ TEST(Reclaim, SettledConnectionsAreNeverTaken) {
     ConnectionLimiter limiter(5, 2, true);
     auto a = limiter.try_acquire("a");
     auto b = limiter.try_acquire("b");
+    ASSERT_EQ(a.verdict, Verdict::admitted);
+    ASSERT_EQ(b.verdict, Verdict::admitted);
     ASSERT_TRUE(a.slot.reclaimable()->settle());
     ASSERT_TRUE(b.slot.reclaimable()->settle());
     EXPECT_EQ(limiter.try_acquire("c").verdict, Verdict::server_full);
@@ -63,6 +67,9 @@ TEST(Reclaim, SkipsSettledOnesForTheOldestStillWaiting) {
     auto a = limiter.try_acquire("a");
     auto b = limiter.try_acquire("b");
     auto c = limiter.try_acquire("c");
+    ASSERT_EQ(a.verdict, Verdict::admitted);
+    ASSERT_EQ(b.verdict, Verdict::admitted);
+    ASSERT_EQ(c.verdict, Verdict::admitted);
     ASSERT_TRUE(a.slot.reclaimable()->settle());
     auto d = limiter.try_acquire("d");
     ASSERT_EQ(d.verdict, Verdict::admitted);
@@ -74,6 +81,7 @@ TEST(Reclaim, SkipsSettledOnesForTheOldestStillWaiting) {
 TEST(Reclaim, PerClientLimitStillAnswers429) {
     ConnectionLimiter limiter(1, 1, true);
     auto a = limiter.try_acquire("a");
+    ASSERT_EQ(a.verdict, Verdict::admitted);
     EXPECT_EQ(limiter.try_acquire("a").verdict, Verdict::client_full);
     EXPECT_TRUE(a.slot.reclaimable()->settle());
 }
@@ -81,6 +89,7 @@ TEST(Reclaim, PerClientLimitStillAnswers429) {
 TEST(Reclaim, NewcomerMayTakeASlotOfItsOwnClient) {
     ConnectionLimiter limiter(2, 1, true);
     auto first = limiter.try_acquire("x");
+    ASSERT_EQ(first.verdict, Verdict::admitted);
     auto second = limiter.try_acquire("x");
     ASSERT_EQ(second.verdict, Verdict::admitted);
     EXPECT_FALSE(first.slot.reclaimable()->settle());
@@ -100,6 +109,7 @@ TEST(Reclaim, WakesTheReaderAtOnce) {
     const lab::Fd client(fds[1]);
     ConnectionLimiter limiter(5, 1, true);
     auto idle = limiter.try_acquire("a");
+    ASSERT_EQ(idle.verdict, Verdict::admitted);
     ASSERT_TRUE(idle.slot.reclaimable()->attach(server.get()));
     std::thread reader([&] {
         pollfd p{server.get(), POLLIN, 0};
@@ -117,6 +127,7 @@ TEST(Reclaim, WakesTheReaderAtOnce) {
 TEST(Reclaim, ReclaimedBeforeAttachIsToldAtAttach) {
     ConnectionLimiter limiter(5, 1, true);
     auto idle = limiter.try_acquire("a");
+    ASSERT_EQ(idle.verdict, Verdict::admitted);
     auto newcomer = limiter.try_acquire("b");
     ASSERT_EQ(newcomer.verdict, Verdict::admitted);
     EXPECT_FALSE(idle.slot.reclaimable()->attach(-1));
