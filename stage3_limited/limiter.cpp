@@ -2,23 +2,70 @@
 
 #include <new>
 #include <utility>
+// BEGIN SOLUTION stage3/todo-note
+// STUB
+//
+// #include <atomic>
+// #include <cstdio>
+//
+// namespace {
+//
+// // Says on stderr, once per process, that a stub below was reached: its wrong answer then
+// // comes with the reason. Delete it with the last stub.
+// [[maybe_unused]] void todo(std::atomic_flag& told, const char* what) noexcept {
+//     if (!told.test_and_set()) {
+//         static_cast<void>(std::fprintf(stderr, "TODO(student): %s\n", what));
+//     }
+// }
+//
+// }  // namespace
+// END SOLUTION
 
 namespace lab {
 
+// BEGIN SOLUTION stage3/slot-move
 ConnectionLimiter::Slot::Slot(Slot&& other) noexcept
     : limiter_(std::exchange(other.limiter_, nullptr)), entry_(other.entry_) {}
+// STUB
+// ConnectionLimiter::Slot::Slot(Slot&& other) noexcept {
+//     // TODO(student): take over the slot @p other holds, if any; afterwards it holds nothing.
+//     if (other.held()) {
+//         static std::atomic_flag told;
+//         todo(told, "ConnectionLimiter::Slot's move constructor is not written yet");
+//     }
+// }
+// END SOLUTION
 
 ConnectionLimiter::Slot& ConnectionLimiter::Slot::operator=(Slot&& other) noexcept {
+    // BEGIN SOLUTION stage3/slot-move-assign
     if (this != &other) {
         release();
         limiter_ = std::exchange(other.limiter_, nullptr);
         entry_ = other.entry_;
     }
+    // STUB
+    // // TODO(student): give back the slot this object holds, if any, then take over the one
+    // // @p other holds; afterwards @p other holds nothing. `a = std::move(a)` changes nothing.
+    // if (held() || other.held()) {
+    //     static std::atomic_flag told;
+    //     todo(told, "ConnectionLimiter::Slot's move assignment is not written yet");
+    // }
+    // END SOLUTION
     return *this;
 }
 
 void ConnectionLimiter::Slot::release() noexcept {
+    // BEGIN SOLUTION stage3/slot-release
     if (limiter_ != nullptr) std::exchange(limiter_, nullptr)->release(entry_);
+    // STUB
+    // // TODO(student): if this object holds a slot, give it back to its limiter (the private
+    // // ConnectionLimiter::release()) and from then on hold nothing: a second call does nothing.
+    // if (held()) {
+    //     static std::atomic_flag told;
+    //     todo(told, "ConnectionLimiter::Slot::release() is not written yet: no slot comes back");
+    //     limiter_ = nullptr;  // forgets the slot instead of giving it back
+    // }
+    // END SOLUTION
 }
 
 Reclaimable* ConnectionLimiter::Slot::reclaimable() const noexcept {
@@ -30,6 +77,7 @@ ConnectionLimiter::ConnectionLimiter(std::size_t max_per_client, std::size_t max
     : max_per_client_(max_per_client), max_total_(max_total), reclaim_idle_(reclaim_idle) {}
 
 ConnectionLimiter::Admission ConnectionLimiter::try_acquire(const std::string& client) noexcept {
+    // BEGIN SOLUTION stage3/try-acquire
     try {
         // Everything that allocates happens first, before anything is counted or reclaimed.
         std::list<Entry> fresh;
@@ -53,9 +101,22 @@ ConnectionLimiter::Admission ConnectionLimiter::try_acquire(const std::string& c
         // concerned: it gets the 503.
         return {Verdict::server_full, {}};
     }
+    // STUB
+    // // TODO(student): take a slot for @p client, or say which limit is full. Admit it if it
+    // // holds fewer than max_per_client_ connections and the server fewer than max_total_:
+    // // look up, check and count under one lock (mutex_), add an Entry to entries_ (oldest
+    // // first), and return a Slot for it. Otherwise count nothing and answer client_full
+    // // (checked first) or server_full. No memory to count one more counts as server_full.
+    // // (With reclaim_idle_, a full server first tries reclaim_oldest_locked(); see the header.)
+    // static std::atomic_flag told;
+    // todo(told, "ConnectionLimiter::try_acquire() is not written yet: every client gets 503");
+    // static_cast<void>(client);
+    // return {Verdict::server_full, {}};
+    // END SOLUTION
 }
 
 bool ConnectionLimiter::reclaim_oldest_locked(const std::string& newcomer) noexcept {
+    // BEGIN SOLUTION reclaim-idle/reclaim-oldest
     for (Entry& entry : entries_) {
         // reclaim() fails for a connection whose head has arrived: it is never taken.
         if (!entry.counted || !entry.reclaimable.reclaim()) continue;
@@ -65,22 +126,45 @@ bool ConnectionLimiter::reclaim_oldest_locked(const std::string& newcomer) noexc
         return true;
     }
     return false;
+    // STUB
+    // // --reclaim-idle is not part of this handout: a full server refuses the newcomer.
+    // static_cast<void>(newcomer);
+    // return false;
+    // END SOLUTION
 }
 
 void ConnectionLimiter::uncount_locked(const std::string& client,
                                        const std::string* keep) noexcept {
+    // BEGIN SOLUTION stage3/uncount
     const auto it = per_client_.find(client);
     if (it == per_client_.end()) return;  // cannot happen: every counted entry is in the table
     --total_;
     // Forget clients with nothing open, so the table stays as small as the live set; but keep
     // the newcomer's entry, which try_acquire() is about to count.
     if (--it->second == 0 && (keep == nullptr || *keep != client)) per_client_.erase(it);
+    // STUB
+    // // TODO(student): count one connection of @p client less, in total_ and in per_client_,
+    // // and erase the client's entry when its count reaches zero, unless @p keep points to
+    // // the same client (the newcomer a reclaim makes room for). The caller holds mutex_.
+    // static std::atomic_flag told;
+    // todo(told, "ConnectionLimiter::uncount_locked() is not written yet");
+    // static_cast<void>(client);
+    // static_cast<void>(keep);
+    // END SOLUTION
 }
 
 void ConnectionLimiter::release(std::list<Entry>::iterator entry) noexcept {
+    // BEGIN SOLUTION stage3/release
     std::lock_guard lock(mutex_);
     if (entry->counted) uncount_locked(entry->client, nullptr);
     entries_.erase(entry);
+    // STUB
+    // // TODO(student): give back the slot of @p entry: under mutex_, uncount its client if the
+    // // entry still counts (a reclaimed one no longer does), and remove it from entries_.
+    // static std::atomic_flag told;
+    // todo(told, "ConnectionLimiter::release() is not written yet: no slot comes back");
+    // static_cast<void>(entry);
+    // END SOLUTION
 }
 
 ConnectionLimiter::Snapshot ConnectionLimiter::snapshot() const {

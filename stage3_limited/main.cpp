@@ -48,6 +48,7 @@ int main(int argc, char* argv[]) {
         // accept → take a slot (or refuse) → start a thread → accept again.
         while (auto connection = listener.accept()) {
             ++counters.accepted;
+            // BEGIN SOLUTION stage3/admission
             auto admission = limiter.try_acquire(connection->peer_ip);
             if (admission.verdict == lab::ConnectionLimiter::Verdict::client_full) {
                 ++counters.refused_per_client;
@@ -68,6 +69,16 @@ int main(int argc, char* argv[]) {
                     if (outcome == lab::SessionOutcome::served) ++counters.served;
                     if (outcome == lab::SessionOutcome::timed_out) ++counters.timed_out;
                 });
+            // STUB
+            // // TODO(student): admission control. Take a slot from `limiter` for
+            // // connection->peer_ip; refuse with 429/503 through `refuser` (no thread), or
+            // // move the slot into the task below. Until then nothing is refused.
+            // threads.spawn(std::move(*connection), [&context, &counters](lab::Connection client) {
+            //     const auto outcome = lab::serve_connection(std::move(client), context);
+            //     if (outcome == lab::SessionOutcome::served) ++counters.served;
+            //     if (outcome == lab::SessionOutcome::timed_out) ++counters.timed_out;
+            // });
+            // END SOLUTION
         }
         // Threads waiting on clients saw the shutdown request too; wait for all to finish.
         threads.join_all();
