@@ -3,6 +3,7 @@
 #include <array>
 #include <cerrno>
 #include <exception>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -71,9 +72,17 @@ void EventLoop::run() {
 void EventLoop::accept_clients(Clock::time_point now) {
     for (int i = 0; i < kAcceptBatch && accepting_ && !stopping_; ++i) {
         int error = 0;
-        auto client = shared_.listener.try_accept(error);
+        std::optional<Connection> client;
+        ConnectionLimiter::Admission admission;
+        {
+            // Two loops must not accept clients 1 and 2 and then ask the limiter for 2 first:
+            // the last slot would go to the later client.
+            const std::lock_guard order(shared_.admission_order);
+            client = shared_.listener.try_accept(error);
+            if (client) admission = shared_.limiter.try_acquire(client->peer_ip);
+        }
         if (client) {
-            admit(std::move(*client), now);
+            admit(std::move(*client), std::move(admission), now);
             continue;
         }
         if (error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM) {
@@ -83,10 +92,10 @@ void EventLoop::accept_clients(Clock::time_point now) {
     }
 }
 
-// Takes a slot for the client, or tells it 429/503 at once, as stage 3's accept loop does.
-void EventLoop::admit(Connection client, Clock::time_point now) {
+// Serves an admitted client, or tells it 429/503 at once, as stage 3's accept loop does.
+void EventLoop::admit(Connection client, ConnectionLimiter::Admission admission,
+                      Clock::time_point now) {
     ++shared_.counters.accepted;
-    auto admission = shared_.limiter.try_acquire(client.peer_ip);
     try {
         if (admission.verdict == ConnectionLimiter::Verdict::admitted) {
             add(std::make_unique<EventConnection>(std::move(client), std::move(admission.slot),

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <unordered_map>
 
 #include "connection.hpp"
@@ -25,6 +26,9 @@ struct Shared {
     ConnectionLimiter& limiter;    ///< The limits, exact across loops (one lock).
     const ServerContext& context;  ///< Site, deadlines, status page.
     Counters& counters;            ///< What happened, for /server-status.
+    /// @brief Held from accept() to the limiter's verdict, so that clients are admitted in
+    /// the order they were accepted, whichever loop takes them (as stage 3's one thread does).
+    mutable std::mutex admission_order{};
 };
 
 /// @brief A loop that accepts clients and drives their connections until shutdown.
@@ -55,7 +59,7 @@ class EventLoop {
     };
 
     void accept_clients(Clock::time_point now);
-    void admit(Connection client, Clock::time_point now);
+    void admit(Connection client, ConnectionLimiter::Admission admission, Clock::time_point now);
     std::uint64_t add(std::unique_ptr<EventConnection> connection, Clock::time_point now);
     void drive(std::uint64_t id, Clock::time_point now, bool stopping);
     void settle(std::uint64_t id, Watched& watched, Interest next);
