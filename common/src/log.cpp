@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <exception>
 #include <mutex>
 #include <string>
 
@@ -79,11 +80,14 @@ void set_access_log(bool enabled) noexcept {
 }
 
 void log_access(std::string_view client, std::string_view request_line, int status,
-                std::uint64_t bytes) {
+                std::uint64_t bytes) noexcept {
     if (!g_access_log.load(std::memory_order_relaxed)) return;
-    // One write per line: lines from different threads may interleave, never mix.
-    write_all(STDOUT_FILENO,
-              format_access_line(client, std::time(nullptr), request_line, status, bytes));
+    try {
+        // One write per line: lines from different threads may interleave, never mix.
+        write_all(STDOUT_FILENO,
+                  format_access_line(client, std::time(nullptr), request_line, status, bytes));
+    } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): the line is lost
+    }
 }
 
 void set_program_name(std::string_view name) {
@@ -91,16 +95,30 @@ void set_program_name(std::string_view name) {
     g_program_name = name;
 }
 
-void log_error(std::string_view message) {
-    std::string line;
-    {
-        std::lock_guard lock(g_name_mutex);
-        line = g_program_name;
+void log_error(std::string_view message) noexcept {
+    try {
+        std::string line;
+        {
+            std::lock_guard lock(g_name_mutex);
+            line = g_program_name;
+        }
+        line += ": ";
+        line += escape_log_text(message);
+        line += '\n';
+        write_all(STDERR_FILENO, line);
+    } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): the line is lost
     }
-    line += ": ";
-    line += escape_log_text(message);
-    line += '\n';
-    write_all(STDERR_FILENO, line);
+}
+
+void log_dropped(std::string_view client, std::string_view why) noexcept {
+    try {
+        std::string message = "connection from ";
+        message += client;
+        message += " dropped: ";
+        message += why;
+        log_error(message);
+    } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): the line is lost
+    }
 }
 
 }  // namespace lab

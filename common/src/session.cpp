@@ -206,14 +206,6 @@ SessionOutcome serve(Connection& connection, const ServerContext& context,
     return sent ? head.outcome : SessionOutcome::abandoned;
 }
 
-// Logs why a connection was dropped; must not throw, even when memory is short.
-void log_dropped(const std::string& peer_ip, const char* why) noexcept {
-    try {
-        log_error("connection from " + peer_ip + " dropped: " + why);
-    } catch (...) {  // NOLINT(bugprone-empty-catch): nothing is left to report it with
-    }
-}
-
 /// The reply for a client the server has no thread or memory for. Fixed text, so sending it
 /// needs no allocation at the moment allocations fail.
 constexpr std::string_view kUnavailableReply =
@@ -252,10 +244,7 @@ void send_unavailable(Connection connection) noexcept {
         ::send(connection.fd.get(), kUnavailableReply.data(), kUnavailableReply.size(),
                MSG_NOSIGNAL | MSG_DONTWAIT);
     close_gracefully(std::move(connection.fd), std::chrono::milliseconds(0));
-    try {
-        log_access(connection.peer_ip, "", 503, 0);
-    } catch (...) {  // NOLINT(bugprone-empty-catch): the reply mattered, the log line less
-    }
+    log_access(connection.peer_ip, "", 503, 0);
 }
 
 void announce(std::string_view stage, const Listener& listener, const Options& options) {

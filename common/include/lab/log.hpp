@@ -23,11 +23,18 @@ namespace lab {
 void set_access_log(bool enabled) noexcept;
 
 /// @brief Writes one access line to stdout with a single write, so threads never interleave.
+///
+/// Never throws: when memory has run out the line is lost, not the caller's work.
 void log_access(std::string_view client, std::string_view request_line, int status,
-                std::uint64_t bytes);
+                std::uint64_t bytes) noexcept;
 
 /// @brief Writes one diagnostic line to stderr, prefixed with the program name.
-void log_error(std::string_view message);
+///
+/// Never throws: when memory has run out the line is lost, not the caller's work.
+void log_error(std::string_view message) noexcept;
+
+/// @brief Logs that the connection of @p client ended on a failure, and @p why. Never throws.
+void log_dropped(std::string_view client, std::string_view why) noexcept;
 
 /// @brief The text for errno value @p err (a thread-safe strerror).
 [[nodiscard]] std::string errno_text(int err);

@@ -76,7 +76,7 @@ class ThreadSet {
         // // thread (or no memory) can be had: take the entry out again, destroy the handler
         // // first (it may hold a limit slot), then send_unavailable() and return false.
         // // Until then no thread starts: every client is told 503 and the handler never runs.
-        // log_quietly("TODO(student): ThreadSet::spawn() is not written yet: 503, no thread");
+        // log_error("TODO(student): ThreadSet::spawn() is not written yet: 503, no thread");
         // static_cast<void>(Handler(std::move(handler)));
         // send_unavailable(std::move(connection));
         // return false;
@@ -117,7 +117,7 @@ class ThreadSet {
 
     // Moves the calling thread from running_ to finished_, and joins the one it replaces.
     void finish(Slot self, bool ok) noexcept {
-        if (!ok) log_quietly("a connection's thread ended with an exception");
+        if (!ok) log_error("a connection's thread ended with an exception");
         std::thread previous;
         {
             std::lock_guard lock(mutex_);
@@ -127,14 +127,6 @@ class ThreadSet {
         }
         // `previous` has done its bookkeeping already: this join only waits for its exit.
         if (previous.joinable()) previous.join();
-    }
-
-    // log_error() that cannot throw, for use where memory may have run out.
-    static void log_quietly(const char* message) noexcept {
-        try {
-            log_error(message);
-        } catch (...) {  // NOLINT(bugprone-empty-catch): nothing is left to report it with
-        }
     }
 
     std::mutex mutex_;
