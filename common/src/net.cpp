@@ -86,6 +86,10 @@ std::string ip_text(const sockaddr_storage& addr) {
 
 }  // namespace
 
+bool out_of_resources(int err) noexcept {
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
 bool is_loopback_address(std::string_view ip) noexcept {
     in_addr v4{};
     in6_addr v6{};
@@ -162,39 +166,16 @@ void log_out_of_fds(int err) {
 
 std::optional<Connection> Listener::accept() {
     while (!shutdown_requested()) {
-        sockaddr_storage peer{};
-        socklen_t len = sizeof peer;
         // Blocks: the kernel wakes one waiting thread per client, and the shutdown request
         // wakes them all (see request_shutdown).
-        Fd client(::accept4(fd_.get(), reinterpret_cast<sockaddr*>(&peer), &len,
-                            SOCK_NONBLOCK | SOCK_CLOEXEC));
-        if (client.valid()) {
-            if (auto connection = make_connection(std::move(client), peer)) return connection;
-            // No memory: let the connections being served finish before accepting more.
-            wait_for(-1, 0, Clock::now() + kAcceptBackoff);
-            continue;
-        }
-        const int err = errno;
-        switch (err) {
-            case EINTR:
-            case ECONNABORTED:
-            case EPROTO:
-                continue;  // a signal, or the client gave up before we got to it
-            case EMFILE:
-            case ENFILE:
-            case ENOBUFS:
-            case ENOMEM:
-                // Out of descriptors: the client stays queued and accept() would fail again
-                // at once, so sleep instead of spinning until some connection closes.
-                log_out_of_fds(err);
-                wait_for(-1, 0, Clock::now() + kAcceptBackoff);
-                continue;
-            default:
-                if (shutdown_requested()) break;  // EINVAL: the socket was shut down for us
-                log_error("accept: " + errno_text(err));
-                wait_for(-1, 0, Clock::now() + kAcceptBackoff);
-                continue;
-        }
+        int error = 0;
+        if (auto connection = try_accept(error)) return connection;
+        if (shutdown_requested()) break;  // EINVAL: the socket was shut down for us
+        // Out of descriptors or memory (try_accept() logged it), the client stays queued and
+        // accept() would fail again at once: sleep instead of spinning until some connection
+        // closes. Any other error is unexpected: say so, and do not spin either.
+        if (!out_of_resources(error)) log_error("accept: " + errno_text(error));
+        wait_for(-1, 0, Clock::now() + kAcceptBackoff);
     }
     return std::nullopt;
 }
@@ -219,10 +200,9 @@ std::optional<Connection> Listener::try_accept(int& error) {
             return connection;
         }
         error = errno;
+        // A signal, or a client that gave up before we got to it.
         if (error == EINTR || error == ECONNABORTED || error == EPROTO) continue;
-        if (error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM) {
-            log_out_of_fds(error);
-        }
+        if (out_of_resources(error)) log_out_of_fds(error);
         return std::nullopt;
     }
 }

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
+
 namespace {
 
 TEST(IsLoopbackAddress, WholeIpv4LoopbackRangeAndIpv6Loopback) {
@@ -21,6 +23,15 @@ TEST(IsLoopbackAddress, EverythingElseIsRemote) {
 
 TEST(IsLoopbackAddress, OverlongTextIsNotAnAddress) {
     EXPECT_FALSE(lab::is_loopback_address(std::string(200, '1')));
+}
+
+TEST(OutOfResources, OnlyDescriptorAndMemoryShortagesCount) {
+    for (const int err : {EMFILE, ENFILE, ENOBUFS, ENOMEM}) {
+        EXPECT_TRUE(lab::out_of_resources(err)) << err;
+    }
+    for (const int err : {0, EAGAIN, EINTR, ECONNABORTED, EINVAL, EBADF}) {
+        EXPECT_FALSE(lab::out_of_resources(err)) << err;
+    }
 }
 
 }  // namespace

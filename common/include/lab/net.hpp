@@ -26,6 +26,10 @@ struct Connection {
 /// @brief True for an address of this machine's loopback interface: 127.0.0.0/8 or `::1`.
 [[nodiscard]] bool is_loopback_address(std::string_view ip) noexcept;
 
+/// @brief True for the errors of accept() that mean the process or the system is out of
+/// descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): an immediate retry fails again.
+[[nodiscard]] bool out_of_resources(int err) noexcept;
+
 /// @brief How long accept() sleeps when the process is out of descriptors.
 inline constexpr std::chrono::milliseconds kAcceptBackoff{100};
 /// @brief Listen queue length.
@@ -55,7 +59,8 @@ class Listener {
     /// @brief Makes the socket non-blocking, for an event loop; throws StartupError.
     void set_nonblocking();
 
-    /// @brief Accepts one queued client without waiting (the socket must be non-blocking).
+    /// @brief Accepts one client: without waiting once set_nonblocking() was called, else
+    /// waiting for the next one.
     ///
     /// Retries EINTR and ECONNABORTED. Returns nullopt with @p error set: EAGAIN when no
     /// client is queued, EMFILE/ENFILE when out of descriptors (logged at most every few
