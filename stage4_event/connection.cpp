@@ -95,23 +95,28 @@ Interest EventConnection::read_head(Clock::time_point now) {
             return Interest::read;
         }
         // The client closed or reset — or a reclaim shut our reading side.
-        if (Reclaimable* r = slot_.reclaimable(); r != nullptr && !r->settle()) {
-            start_reply(reclaimed_response(parser_.result()), now);
-            linger_for_ = std::chrono::milliseconds(0);
-            return send_reply(now);
-        }
+        if (lost_slot()) return give_up_slot(now);
         return close();
     }
 }
 
+// Settles the slot: from now on it cannot be reclaimed. True if a reclaim took it first.
+bool EventConnection::lost_slot() noexcept {
+    Reclaimable* reclaimable = slot_.reclaimable();
+    return reclaimable != nullptr && !reclaimable->settle();
+}
+
+// The slot went to another client: a 408, and a close without lingering.
+Interest EventConnection::give_up_slot(Clock::time_point now) {
+    start_reply(reclaimed_response(parser_.result()), now);
+    linger_for_ = std::chrono::milliseconds(0);
+    return send_reply(now);
+}
+
 // The head is complete, rejected, or out of time: settles the slot and starts the reply.
 Interest EventConnection::head_ended(bool timed_out, Clock::time_point now) {
+    if (lost_slot()) return give_up_slot(now);
     const ParseResult& parsed = parser_.result();
-    if (Reclaimable* r = slot_.reclaimable(); r != nullptr && !r->settle()) {
-        start_reply(reclaimed_response(parsed), now);
-        linger_for_ = std::chrono::milliseconds(0);
-        return send_reply(now);
-    }
     if (timed_out) {
         ++counters_.timed_out;
         // Silence gets a silent close; a request cut off midway gets told why.
@@ -217,7 +222,7 @@ Interest EventConnection::linger(Clock::time_point now) {
 // Done: the socket closes and the slot is given back when this object is destroyed.
 Interest EventConnection::close() {
     state_ = State::closed;
-    if (Reclaimable* r = slot_.reclaimable(); r != nullptr) r->settle();
+    static_cast<void>(lost_slot());  // settled before the socket closes
     return Interest::close;
 }
 

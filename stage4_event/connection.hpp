@@ -56,11 +56,15 @@ class EventConnection {
 
     /// @brief The socket.
     [[nodiscard]] int fd() const noexcept { return connection_.fd.get(); }
+    /// @brief The client's address.
+    [[nodiscard]] const std::string& peer() const noexcept { return connection_.peer_ip; }
 
   private:
     enum class State { reading, sending, lingering, closed };
 
     Interest read_head(Clock::time_point now);
+    bool lost_slot() noexcept;
+    Interest give_up_slot(Clock::time_point now);
     Interest head_ended(bool timed_out, Clock::time_point now);
     void start_reply(Response response, Clock::time_point now);
     Interest send_reply(Clock::time_point now);

@@ -85,7 +85,7 @@ void EventLoop::accept_clients(Clock::time_point now) {
             admit(std::move(*client), std::move(admission), now);
             continue;
         }
-        if (error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM) {
+        if (out_of_resources(error)) {
             pause_accepting(now);  // no busy loop: the listener stays readable meanwhile
         }
         return;  // EAGAIN: nobody else is waiting (or the listener was shut down)
@@ -127,12 +127,7 @@ void EventLoop::admit(Connection client, ConnectionLimiter::Admission admission,
 // together with the connection, and then it is served without ever entering epoll — and
 // registers it only if it has to wait. Returns its id, or 0 if it is already finished.
 std::uint64_t EventLoop::add(std::unique_ptr<EventConnection> connection, Clock::time_point now) {
-    Interest next = Interest::close;
-    try {
-        next = connection->advance(now);
-    } catch (const std::exception& error) {
-        log_error(std::string("connection dropped: ") + error.what());
-    }
+    const Interest next = step(*connection, now, false);
     if (next == Interest::close) return 0;
     const std::uint64_t id = next_id_++;
     if (!control(epoll_.get(), EPOLL_CTL_ADD, connection->fd(), events_for(next), id)) {
@@ -148,14 +143,18 @@ void EventLoop::drive(std::uint64_t id, Clock::time_point now, bool stopping) {
     const auto found = connections_.find(id);
     if (found == connections_.end()) return;  // closed earlier in this round
     Watched& watched = found->second;
-    Interest next = Interest::close;
+    settle(id, watched, step(*watched.connection, now, stopping));
+}
+
+// One step of one connection: its failure boundary. Out of memory, most likely, whatever
+// escapes ends this connection only (Interest::close), and the others go on.
+Interest EventLoop::step(EventConnection& connection, Clock::time_point now, bool stopping) {
     try {
-        next = stopping ? watched.connection->stop(now) : watched.connection->advance(now);
+        return stopping ? connection.stop(now) : connection.advance(now);
     } catch (const std::exception& error) {
-        // Out of memory, most likely: this connection ends, the others go on.
-        log_error(std::string("connection dropped: ") + error.what());
+        log_dropped(connection.peer(), error.what());
+        return Interest::close;
     }
-    settle(id, watched, next);
 }
 
 // Closes a finished connection, or updates its epoll interest and its timer.

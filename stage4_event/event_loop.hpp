@@ -62,6 +62,7 @@ class EventLoop {
     void admit(Connection client, ConnectionLimiter::Admission admission, Clock::time_point now);
     std::uint64_t add(std::unique_ptr<EventConnection> connection, Clock::time_point now);
     void drive(std::uint64_t id, Clock::time_point now, bool stopping);
+    static Interest step(EventConnection& connection, Clock::time_point now, bool stopping);
     void settle(std::uint64_t id, Watched& watched, Interest next);
     void expire(Clock::time_point now);
     void pause_accepting(Clock::time_point now);
