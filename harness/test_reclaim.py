@@ -10,9 +10,9 @@ never applies and only the total limit is in play.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
+from benchlib.flood import Trickler
 from conftest import (
     LIMITED_STAGES,
     REASONS,
@@ -41,37 +41,6 @@ def fresh_requests_all_served(port: int, ips: list[str]) -> list[float]:
         assert took <= FRESH_DEADLINE, f"{ip} waited {took:.2f} s for its 200"
         elapsed.append(took)
     return elapsed
-
-
-class TrickleFlood:
-    """Connections that each send a few bytes of a head every 0.3 s and never finish it."""
-
-    HEAD = b"GET /index.html HTTP/1.0\r\nX-Slow: " + b"a" * 2000
-
-    def __init__(self, socks: list[socket.socket]):
-        self.socks = socks
-        self.sent = [0] * len(socks)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self.stop.wait(0.3):
-            for i, sock in enumerate(self.socks):
-                if self.sent[i] < 0 or self.sent[i] + 3 > len(self.HEAD):
-                    continue
-                try:
-                    sock.send(self.HEAD[self.sent[i] : self.sent[i] + 3], socket.MSG_DONTWAIT)
-                    self.sent[i] += 3
-                except OSError:
-                    self.sent[i] = -1
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=5)
 
 
 @stage_params(LIMITED_STAGES)
@@ -123,7 +92,7 @@ def test_trickle_flood_does_not_lock_out_fresh_clients(stage, site, servers):
                      "--reclaim-idle", "--status")
     with Holder() as holder:
         flood = holder.open(server.port, 60, source_ips=ip_range("127.0.11.", 1, 60))
-        with TrickleFlood(flood):
+        with Trickler(flood):  # the bench's slowloris: 3 bytes every 0.3 s, never done
             time.sleep(0.7)  # a couple of trickles have gone out
             fresh_requests_all_served(server.port, ip_range("127.0.12.", 1, 20))
     assert server.alive()

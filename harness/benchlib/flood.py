@@ -202,6 +202,12 @@ class Trickler:
         self._stop.set()
         self._thread.join(5)
 
+    def __enter__(self) -> "Trickler":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
     def _run(self) -> None:
         while not self._stop.wait(TRICKLE_PERIOD):
             for i, sock in enumerate(self._socks):
