@@ -139,14 +139,15 @@ class Server:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self, stage: str, root: Path, *extra: str, port: int = 0,
-              preexec_fn=None) -> "Server":
+              preexec_fn=None, program: Path | None = None) -> "Server":
         """Starts @p stage serving @p root and waits for its listening line.
 
         @p preexec_fn, if given, runs in the child between fork and exec: the place to lower
-        a resource limit or drop privileges for one server.
+        a resource limit or drop privileges for one server. @p program, if given, is the
+        executable to run instead of the build's (a copy of it elsewhere).
         """
         self.stage = stage
-        args = [str(binary(stage)), "-p", str(port), "-r", str(root), *extra]
+        args = [str(program or binary(stage)), "-p", str(port), "-r", str(root), *extra]
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 args, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=self.workdir,
@@ -272,10 +273,12 @@ def servers(tmp_path):
     """A factory for Server objects; every server it made is stopped at teardown."""
     made: list[Server] = []
 
-    def start(stage: str, root: Path, *extra: str, port: int = 0, preexec_fn=None) -> Server:
+    def start(stage: str, root: Path, *extra: str, port: int = 0, preexec_fn=None,
+              program: Path | None = None) -> Server:
         server = Server(tmp_path)
         made.append(server)
-        return server.start(stage, root, *extra, port=port, preexec_fn=preexec_fn)
+        return server.start(stage, root, *extra, port=port, preexec_fn=preexec_fn,
+                            program=program)
 
     yield start
     # A server that ended by itself, unasked, crashed: say so even if every assert passed.

@@ -603,6 +603,16 @@ def world_readable_site():
         shutil.rmtree(base, ignore_errors=True)
 
 
+def runnable_by_anyone(stage: str, root: Path) -> Path:
+    """A copy of @p stage's executable beside @p root (a world_readable_site()) that any uid
+    may run: the build itself may sit in a private directory (a clone in a 0700 temp dir)."""
+    target = root.parent / "bin" / stage
+    target.parent.mkdir(mode=0o755, exist_ok=True)
+    shutil.copy2(binary(stage), target)
+    target.chmod(0o755)
+    return target
+
+
 def as_throwaway_user(uid: int, nproc: int):
     """A preexec_fn: at most @p nproc tasks, then uid and gid @p uid (root ignores
     RLIMIT_NPROC, so the limit needs a user of its own)."""
@@ -636,7 +646,8 @@ def test_thread_exhaustion_gets_prompt_503(stage, servers):
     if stage == STAGE3:  # let the thread limit bite, not the connection limits
         extra += ["-maxclient", "200", "-maxtotal", "200"]
     with world_readable_site() as root:
-        server = servers(stage, root, *extra, preexec_fn=as_throwaway_user(uid, NPROC_LIMIT))
+        server = servers(stage, root, *extra, preexec_fn=as_throwaway_user(uid, NPROC_LIMIT),
+                         program=runnable_by_anyone(stage, root))
         idle_threads = server.threads()
         probe_until_served(server, root, timeout=3)
         # The probe's thread still counts against the limit until it has gone (a server that
@@ -692,7 +703,8 @@ def test_stage4_needs_no_thread_per_client(servers):
     limit = EVENT_THREAD_MAX
     with world_readable_site() as root:
         server = servers(STAGE4, root, "-q", "-maxclient", "200", "-maxtotal", "200",
-                         preexec_fn=as_throwaway_user(uid, limit))
+                         preexec_fn=as_throwaway_user(uid, limit),
+                         program=runnable_by_anyone(STAGE4, root))
         probe_until_served(server, root, timeout=3)
         threads = wait_steady_threads(server)
         expected = (root / "index.html").read_bytes()
@@ -728,7 +740,7 @@ def test_stage4_without_its_threads_exits_1():
     with world_readable_site() as root:
         try:
             proc = subprocess.run(
-                [str(binary(STAGE4)), "-p", "0", "-r", str(root), "-q"],
+                [str(runnable_by_anyone(STAGE4, root)), "-p", "0", "-r", str(root), "-q"],
                 stdin=subprocess.DEVNULL, capture_output=True, timeout=STARTUP_DEADLINE,
                 preexec_fn=as_throwaway_user(uid, limit))
         except subprocess.TimeoutExpired as error:  # subprocess.run has killed it
