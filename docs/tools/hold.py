@@ -7,15 +7,23 @@ Used by the lab guide (docs/stage*.md). Plain Python 3, no packages needed. Exam
     python3 docs/tools/hold.py 8080 2 --from 127.0.0.2     # from another loopback address
     python3 docs/tools/hold.py 8080 200 --spread 20        # 10 each from 127.0.0.1 ... 127.0.0.20
     python3 docs/tools/hold.py 8080 1 --trickle            # send a request, one byte a second
+    python3 docs/tools/hold.py 8080 3 --background         # return once all 3 are connected
 
 With up to 20 connections, each prints a line when it opens and another when the server
 answers or closes it. With more, only a summary is printed. Ctrl-C (or --seconds) ends it.
+
+--background is for the guide's pasted blocks: the command returns only when every
+connection has been opened (the TCP handshake is complete, so the server's kernel has queued
+it), prints "holding N connections" and its process id, and keeps holding them in the
+background. A command run after it therefore always comes after these connections: no
+`&` and `sleep` to guess how long Python takes to start. `kill PID` ends it early.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import os
 import selectors
 import socket
 import sys
@@ -39,7 +47,30 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to hold (default 30)")
     parser.add_argument("--trickle", action="store_true",
                         help="send a request one byte per second instead of staying silent")
+    parser.add_argument("--background", action="store_true",
+                        help="return once every connection is open, printing 'holding N "
+                             "connections', and go on holding them in the background")
     args = parser.parse_args()
+    # In the background, a child process holds the connections; the parent waits until the
+    # child has opened them all, says so and returns. The child reports through a pipe.
+    ready_pipe = None
+    if args.background:
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child:
+            os.close(write_end)
+            with os.fdopen(read_end, "rb") as ready:
+                report = ready.read()  # the child writes its count, or dies: EOF either way
+            if not report:
+                print("hold.py: the background holder ended before it was ready", flush=True)
+                return 1
+            count = int(report)
+            plural = "" if count == 1 else "s"
+            print(f"holding {count} connection{plural} for {args.seconds:g} s "
+                  f"in the background (pid {child})", flush=True)
+            return 0
+        os.close(read_end)
+        ready_pipe = os.fdopen(write_end, "wb")
     verbose = args.count <= VERBOSE_UP_TO
 
     def say(text: str) -> None:
@@ -71,6 +102,9 @@ def main() -> int:
         say(f"#{i}: connected from {sock.getsockname()[0]}:{sock.getsockname()[1]}")
     if not verbose:
         print(f"{len(opened_at)} of {args.count} connections open", flush=True)
+    if ready_pipe is not None:
+        ready_pipe.write(str(len(opened_at)).encode())
+        ready_pipe.close()
 
     sent = 0
     next_byte = time.monotonic()
