@@ -1,6 +1,7 @@
 """The rubric file: per check id, its points, visibility, profiles and timeout.
 
-TOML (``rubric.toml``) or JSON (``rubric.json``), same shape::
+TOML (``rubric.toml``, the part of TOML that :mod:`grader.minitoml` reads) or JSON
+(``rubric.json``), same shape::
 
     [checks.index_html]
     points = 10
@@ -16,10 +17,10 @@ are reported in rubric order, then any checks the rubric does not mention.
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import replace
 from pathlib import Path
 
+from . import minitoml
 from .registry import PROFILES, VISIBILITIES, Check
 
 KEYS = {"points", "visibility", "profiles", "timeout", "title"}
@@ -36,7 +37,7 @@ def load(path: Path) -> dict[str, dict]:
     except OSError as error:
         raise RubricError(f"cannot read rubric {path}: {error.strerror}") from error
     try:
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text.decode("utf-8"))
+        data = json.loads(text) if path.suffix == ".json" else minitoml.loads(text.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise RubricError(f"rubric {path}: {error}") from error
     if not isinstance(data, dict) or set(data) - {"checks"} or not isinstance(data.get("checks"), dict):
