@@ -8,15 +8,32 @@
   that hangs and a check that raises: reports are still written, the checks fail, the grader
   exits 0 in bounded time and leaves no process behind;
 - results.json has Gradescope's shape, junit.xml is well-formed JUnit;
-- a check from --hidden-dir shows up with visibility "hidden".
+- a check from --hidden-dir shows up with visibility "hidden", and stays out of what students
+  see (the visible summary, results.json's top-level output);
+- each rough edge an instructor met is reported for what it is (harness/testdata/quirky_server.py
+  breaks one thing per switch): silence is "no reply", a shell-reported signal is decoded, the
+  reasons of a timed-out check are kept, content types earn partial credit, a limit failure says
+  which kind it is, a crash after a few requests is caught, a sequential server does not pass
+  concurrent_fetch;
+- interrupting the grader (SIGTERM) stops the server, removes temporary files and leaves
+  results marked incomplete; a server that escapes its process group is stopped anyway;
+  --fail-under, --run-as, --log-lines and usage errors behave as documented.
+
+The grader runs under the OLDEST Python 3.8+ on the machine (GRADER_PYTHON; pyenv builds are
+looked for), since Gradescope's image and students' machines are older than Debian 12's 3.11.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -29,14 +46,42 @@ from conftest import HARNESS_DIR, STAGE1, STAGE2, STAGE3, STAGE4, binary
 GRADE = HARNESS_DIR / "grade.py"
 FLAWED = HARNESS_DIR / "testdata" / "flawed_server.py"
 HIDDEN = HARNESS_DIR / "testdata" / "hidden_checks"
-#: The interpreter running these tests (Debian's, with pytest); the grader needs only stdlib.
+QUIRKY = HARNESS_DIR / "testdata" / "quirky_server.py"
+#: The interpreter running these tests (Debian's, with pytest); test servers run under it.
 PYTHON = sys.executable
+#: The oldest version the grader supports (Gradescope's Ubuntu 22.04 has 3.10).
+GRADER_MIN_VERSION = (3, 8)
+
+
+def oldest_python() -> str:
+    """The oldest Python >= GRADER_MIN_VERSION on this machine: the grader must run there."""
+    candidates = {PYTHON}
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates.update(str(p) for p in pyenv.glob("3.*/bin/python3"))
+    for minor in range(GRADER_MIN_VERSION[1], 12):
+        found = shutil.which(f"python3.{minor}")
+        if found:
+            candidates.add(found)
+    versions = []
+    for candidate in candidates:
+        try:
+            out = subprocess.run([candidate, "-c", "import sys; print(*sys.version_info[:2])"],
+                                 capture_output=True, text=True, timeout=30).stdout.split()
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if len(out) == 2 and tuple(map(int, out)) >= GRADER_MIN_VERSION:
+            versions.append((tuple(map(int, out)), candidate))
+    return min(versions)[1]
+
+
+#: The interpreter the grader runs under in these tests.
+GRADER_PYTHON = os.environ.get("GRADER_PYTHON") or oldest_python()
 
 CHECKS = {
     "sequential": {"index_html", "content_types", "not_found", "head", "traversal",
-                   "concurrent_fetch", "silent_client_blocks"},
+                   "many_requests", "silent_client_blocks"},
     "threaded": {"index_html", "content_types", "not_found", "head", "traversal",
-                 "concurrent_fetch", "silent_client_does_not_block"},
+                 "many_requests", "silent_client_does_not_block", "concurrent_fetch"},
 }
 CHECKS["limited"] = CHECKS["threaded"] | {"per_client_limit", "per_client_release",
                                           "total_limit", "total_release"}
@@ -44,10 +89,11 @@ GRADESCOPE_STATUSES = {"passed", "failed"}
 GRADESCOPE_VISIBILITIES = {"visible", "hidden", "after_due_date", "after_published"}
 
 
-def grade(tmp_path: Path, server_cmd: str, profile: str, *extra: str, timeout: float = 150):
+def grade(tmp_path: Path, server_cmd: str, profile: str, *extra: str, timeout: float = 150,
+          status: int = 0):
     """Runs the grader; returns (completed process, results.json dict, junit root)."""
     out = tmp_path / "out"
-    args = [PYTHON, str(GRADE), "--server-cmd", server_cmd, "--profile", profile,
+    args = [GRADER_PYTHON, str(GRADE), "--server-cmd", server_cmd, "--profile", profile,
             "--out", str(out), *extra]
     start = time.monotonic()
     try:
@@ -57,7 +103,7 @@ def grade(tmp_path: Path, server_cmd: str, profile: str, *extra: str, timeout: f
         pytest.fail(f"grader still running after {timeout} s: {error.stdout!r} {error.stderr!r}",
                     pytrace=False)
     proc.elapsed = time.monotonic() - start
-    assert proc.returncode == 0, f"grader exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == status, f"grader exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     results = json.loads((out / "results.json").read_text())
     validate_gradescope(results)
     junit = ET.parse(out / "junit.xml").getroot()
@@ -77,7 +123,9 @@ def validate_gradescope(results: dict) -> None:
         assert test["status"] in GRADESCOPE_STATUSES, test
         assert test["visibility"] in GRADESCOPE_VISIBILITIES, test
         assert 0 <= test["score"] <= test["max_score"], test
-        assert (test["score"] == test["max_score"]) == (test["status"] == "passed"), test
+        if test["status"] == "passed":
+            assert test["score"] == test["max_score"], test
+    assert isinstance(results["extra_data"]["complete"], bool)
     assert results["score"] == pytest.approx(sum(t["score"] for t in results["tests"]))
     assert results["max_score"] == pytest.approx(sum(t["max_score"] for t in results["tests"]))
     json.dumps(results)  # plain JSON types only
@@ -91,12 +139,15 @@ def validate_junit(root: ET.Element, results: dict) -> None:
     suite = suites[0]
     cases = suite.findall("testcase")
     assert int(suite.get("tests")) == len(cases) == len(results["tests"])
-    failures = [case.find("failure") for case in cases if case.find("failure") is not None]
-    assert int(suite.get("failures")) == len(failures)
-    assert len(failures) == sum(t["status"] == "failed" for t in results["tests"])
+    outcomes = {tag: [case.find(tag) for case in cases if case.find(tag) is not None]
+                for tag in ("failure", "error", "skipped")}
+    assert int(suite.get("failures")) == len(outcomes["failure"])
+    assert int(suite.get("errors")) == len(outcomes["error"])
+    assert int(suite.get("skipped")) == len(outcomes["skipped"])
+    assert sum(map(len, outcomes.values())) == sum(t["status"] == "failed" for t in results["tests"])
     for case in cases:
         assert case.get("name") and case.get("classname") and float(case.get("time")) >= 0
-    for failure in failures:
+    for failure in outcomes["failure"] + outcomes["error"]:
         assert failure.get("message"), "a failure needs a message"
 
 
@@ -172,10 +223,11 @@ def test_flawed_server_loses_the_per_client_check(tmp_path):
     assert "was not refused" in per_client["output"]
     assert "200 OK" in per_client["output"]
     assert "IP:port" in per_client["output"]
-    assert results["score"] < results["max_score"]
+    assert "The total limit refused connection 61" in per_client["output"]  # the diagnosis
+    assert results["score"] == 85
     # Only the per-client limit is broken: files, concurrency and the total limit pass.
-    for name in ("index_html", "content_types", "concurrent_fetch", "silent_client_does_not_block",
-                 "total_limit", "total_release"):
+    for name in ("index_html", "content_types", "many_requests", "concurrent_fetch",
+                 "silent_client_does_not_block", "total_limit", "total_release"):
         assert tests[name]["status"] == "passed", (name, tests[name]["output"])
     failure = [c for c in junit.iter("testcase") if c.get("name") == "per_client_limit"][0].find("failure")
     assert "was not refused" in failure.get("message")
@@ -248,8 +300,8 @@ def test_check_that_hangs_or_raises(tmp_path):
         "def shown(ctx):\n"
         "    ctx.expect(ctx.request('/index.html').status == 200, 'not served')\n")
     cmd = stage_cmd(STAGE2)
-    proc, results, _ = grade(tmp_path, cmd, "threaded", "--hidden-dir", str(hidden),
-                             "--checks", "index_html,hangs,raises,shown", timeout=60)
+    proc, results, junit = grade(tmp_path, cmd, "threaded", "--hidden-dir", str(hidden),
+                                 "--checks", "index_html,hangs,raises,shown", timeout=60)
     tests = by_id(results)
     assert tests["index_html"]["status"] == "passed"
     assert tests["hangs"]["status"] == "failed"
@@ -261,6 +313,9 @@ def test_check_that_hangs_or_raises(tmp_path):
     assert tests["shown"]["visibility"] == "visible" and tests["shown"]["status"] == "passed"
     assert results["score"] == 11 and results["max_score"] == 18
     assert proc.elapsed < 30
+    # JUnit: a broken check is an error, not a failure of the server.
+    assert junit.find("testsuite").get("errors") == "1"
+    assert [c.get("name") for c in junit.iter("testcase") if c.find("error") is not None] == ["raises"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,19 +332,25 @@ def test_check_that_hangs_or_raises(tmp_path):
      "cannot read rubric"),
     (["--server-cmd", "server -p {port}", "--profile", "limited", "--checks", "nope"], "nope"),
     (["--profile", "limited"], "--server-cmd"),
-], ids=["no-port", "unknown-placeholder", "bad-profile", "bad-limit", "no-rubric", "bad-check", "no-cmd"])
+    (["--server-cmd", "server -p {port}", "--profile", "limited", "--fail-under", "-1"], ">= 0"),
+], ids=["no-port", "unknown-placeholder", "bad-profile", "bad-limit", "no-rubric", "bad-check", "no-cmd",
+        "bad-fail-under"])
 def test_usage_errors_exit_2(tmp_path, args, says):
-    proc = subprocess.run([PYTHON, str(GRADE), "--out", str(tmp_path / "out"), *args],
+    out = tmp_path / "out"
+    out.mkdir()
+    for stale in ("results.json", "junit.xml", "summary.txt"):  # a previous run's reports
+        (out / stale).write_text("{}")
+    proc = subprocess.run([GRADER_PYTHON, str(GRADE), "--out", str(out), *args],
                           capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert proc.returncode == 2, proc
     assert says in proc.stderr, proc.stderr
-    assert not (tmp_path / "out" / "results.json").exists()
+    assert not list(out.iterdir()), "a usage error must not leave an old run's reports behind"
 
 
 def test_bad_rubric_entry_is_a_usage_error(tmp_path):
     rubric = tmp_path / "rubric.toml"
     rubric.write_text('[checks.index_html]\npoints = "ten"\n')
-    proc = subprocess.run([PYTHON, str(GRADE), "--server-cmd", "x {port}", "--profile", "threaded",
+    proc = subprocess.run([GRADER_PYTHON, str(GRADE), "--server-cmd", "x {port}", "--profile", "threaded",
                            "--rubric", str(rubric)], capture_output=True, text=True, timeout=30,
                           cwd=tmp_path)
     assert proc.returncode == 2
@@ -297,9 +358,263 @@ def test_bad_rubric_entry_is_a_usage_error(tmp_path):
 
 
 def test_help_documents_every_placeholder():
-    proc = subprocess.run([PYTHON, str(GRADE), "--help"], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([GRADER_PYTHON, str(GRADE), "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0
     for placeholder in ("{port}", "{root}", "{maxclient}", "{maxtotal}"):
         assert placeholder in proc.stdout
     for profile in ("sequential", "threaded", "limited"):
         assert profile in proc.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# Rough edges: each fault reported for what it is
+# --------------------------------------------------------------------------------------------
+
+
+def quirky(*switches: str) -> str:
+    return (f"{shlex.quote(PYTHON)} {shlex.quote(str(QUIRKY))} -p {{port}} -maxclient {{maxclient}} "
+            f"-maxtotal {{maxtotal}} " + " ".join(switches))
+
+
+def test_grader_runs_on_the_oldest_python():
+    version = subprocess.run([GRADER_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+    print(f"grader tests run the grader under {GRADER_PYTHON} {version}")
+    proc = subprocess.run([GRADER_PYTHON, str(GRADE), "--profile", "limited", "--list",
+                           "--server-cmd", "x {port}"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr  # imports everything, reads the TOML rubric
+    assert "per_client_limit" in proc.stdout
+
+
+def test_silence_is_no_reply_and_limits_say_which_kind(tmp_path):
+    """A server that accepts and never answers is "no reply within N s", never "closed";
+    a server with no limits at all is told so."""
+    server = tmp_path / "mute.py"
+    server.write_text("import socket, sys\n"
+                      "s = socket.create_server(('127.0.0.1', int(sys.argv[1])), backlog=256)\n"
+                      "conns = []\n"
+                      "while True:\n"
+                      "    conns.append(s.accept()[0])\n")
+    _, results, _ = grade(tmp_path, f"{shlex.quote(PYTHON)} {shlex.quote(str(server))} {{port}}",
+                          "limited", "--checks", "per_client_limit", timeout=90)
+    output = by_id(results)["per_client_limit"]["output"]
+    assert "no reply within 10 s" in output, output
+    assert "closed the connection" not in output
+    assert "No limit at all" in output
+
+
+@pytest.mark.parametrize("switch, says", [
+    ("--limit-constant 20", "the per-client limit seems to be 20, not the -maxclient 12"),
+    ("--limit-constant 5", "refused as connection 6 from that address"),
+    ("--no-limits", "No limit at all: 61 connections from this one address"),
+], ids=["constant-above", "constant-below", "none"])
+def test_limit_failures_say_what_kind(tmp_path, switch, says):
+    _, results, _ = grade(tmp_path, quirky(switch), "limited", "--checks", "per_client_limit",
+                          timeout=90)
+    test = by_id(results)["per_client_limit"]
+    assert test["status"] == "failed"
+    assert says in test["output"], test["output"]
+
+
+def test_no_total_limit_is_told(tmp_path):
+    _, results, _ = grade(tmp_path, quirky("--no-limits"), "limited", "--checks", "total_limit",
+                          timeout=90)
+    assert "No total limit: 120 connections in all were admitted" in by_id(results)["total_limit"]["output"]
+
+
+def test_content_types_partial_credit_and_reasons_kept(tmp_path):
+    """One wrong type costs a third of the check; a file that hangs does not hide the verdicts
+    on the others."""
+    _, results, _ = grade(tmp_path, quirky("--wrong-type .css", "--hang-on .pdf"), "threaded",
+                          "--checks", "content_types", timeout=90)
+    test = by_id(results)["content_types"]
+    assert test["status"] == "failed"
+    assert test["score"] == pytest.approx(10 / 3, abs=0.01)
+    output = test["output"]
+    assert "/logo.png: image/png: right" in output
+    assert "GET /style.css: Content-Type 'text/plain', expected text/css" in output
+    assert "GET /guide.pdf: no reply within" in output
+
+
+def test_signal_death_under_the_shell_is_decoded(tmp_path):
+    _, results, _ = grade(tmp_path, quirky("--segfault"), "threaded", "--checks", "index_html",
+                          timeout=60)
+    output = by_id(results)["index_html"]["output"]
+    assert "status 139 (killed by SIGSEGV, segmentation fault" in output, output
+
+
+def test_a_crash_after_a_few_requests_is_caught(tmp_path):
+    _, results, _ = grade(tmp_path, quirky("--crash-after 4"), "threaded", timeout=120)
+    tests = by_id(results)
+    many = tests["many_requests"]
+    assert many["status"] == "failed"
+    assert "request 5 of 300" in many["output"] and "SIGABRT" in many["output"], many["output"]
+    assert results["score"] < 60
+
+
+def test_sequential_server_does_not_pass_concurrent_fetch(tmp_path):
+    _, results, _ = grade(tmp_path, stage_cmd(STAGE1), "limited", "--checks", "concurrent_fetch",
+                          timeout=90)
+    test = by_id(results)["concurrent_fetch"]
+    assert test["status"] == "failed"
+    assert "while one client stalled" in test["output"]
+
+
+def test_hidden_checks_stay_out_of_what_students_see(tmp_path):
+    cmd = stage_cmd(STAGE2)
+    proc, results, _ = grade(tmp_path, cmd, "threaded", "--hidden-dir", str(HIDDEN),
+                             "--checks", "index_html,subdir_index", "--stdout-visibility",
+                             "visible", "--visibility", "after_published", timeout=60)
+    assert results["stdout_visibility"] == "visible"
+    assert results["visibility"] == "after_published"
+    assert "subdir_index" not in proc.stdout  # the printed summary students may see
+    assert "10/10" in proc.stdout and "15" not in proc.stdout.split("TOTAL", 1)[1]
+    assert "subdir_index" not in results["output"]
+    assert "10/10 points on the visible checks" in results["output"]
+    assert results["score"] == 15  # hidden points still count
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "subdir_index" in summary  # the instructor's copy keeps everything
+
+
+def test_log_tails_are_cut_to_log_lines(tmp_path):
+    cmd = "for i in $(seq 1 50); do echo log-line-$i; done; exit 4 # {port}"
+    _, results, _ = grade(tmp_path, cmd, "threaded", "--checks", "index_html", "--log-lines", "3",
+                          timeout=60)
+    output = by_id(results)["index_html"]["output"]
+    assert "log-line-50" in output and "log-line-48" in output
+    assert "log-line-47" not in output
+
+
+@pytest.mark.parametrize("floor, status", [(10, 0), (10.5, 1)], ids=["at", "below"])
+def test_fail_under(tmp_path, floor, status):
+    proc, results, _ = grade(tmp_path, stage_cmd(STAGE2), "threaded", "--checks", "index_html",
+                             "--fail-under", str(floor), status=status, timeout=60)
+    assert results["score"] == 10
+    assert ("below --fail-under" in proc.stderr) == (status == 1)
+
+
+def test_sigterm_stops_everything_and_marks_results_incomplete(tmp_path):
+    token = f"grader-test-{uuid.uuid4().hex}"
+    out = tmp_path / "out"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the check's temporary directories go here
+    (tmp_path / "tmp").mkdir()
+    env["TMPDIR"] = str(tmp_path / "tmp")
+    proc = subprocess.Popen([GRADER_PYTHON, str(GRADE), "--profile", "limited", "--out", str(out),
+                             "--server-cmd", quirky(f"--leave-behind {token}")],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not no_process_mentions(token) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the first server has started (and left its process behind)
+        assert no_process_mentions(token), "the server never started"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by SIGTERM" in stderr
+    time.sleep(0.5)
+    assert not no_process_mentions(token), "the server, or what it left behind, still runs"
+    assert not list((tmp_path / "tmp").iterdir()), "temporary directories left behind"
+    results = json.loads((out / "results.json").read_text())
+    validate_gradescope(results)
+    assert results["extra_data"]["complete"] is False
+    assert results["output"].startswith("INCOMPLETE: grading was stopped by SIGTERM")
+    assert any("not run: grading was stopped by SIGTERM" in t["output"] for t in results["tests"])
+    assert "INCOMPLETE" in stdout
+    validate_junit(ET.parse(out / "junit.xml").getroot(), results)
+
+
+def test_a_process_that_leaves_the_group_is_stopped(tmp_path):
+    token = f"grader-test-{uuid.uuid4().hex}"
+    _, results, _ = grade(tmp_path, quirky(f"--leave-behind {token}"), "threaded",
+                          "--checks", "index_html", timeout=60)
+    test = by_id(results)["index_html"]
+    assert test["status"] == "passed"
+    assert "left 1 process(es) running outside its process group" in test["output"], test["output"]
+    assert not no_process_mentions(token)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--run-as needs root")
+def test_run_as_another_user(tmp_path):
+    uid = 61000 + uuid.uuid4().int % 3000  # a throwaway uid: no passwd entry needed
+    token = f"grader-test-{uuid.uuid4().hex}"
+    # pytest's tmp_path sits in a root-only directory: put what that uid must reach elsewhere.
+    shared = Path(tempfile.mkdtemp(prefix="grader-run-as-"))
+    try:
+        run_as_user(tmp_path, shared, uid, token)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def run_as_user(tmp_path: Path, shared: Path, uid: int, token: str) -> None:
+    os.chmod(shared, 0o755)
+    server = shared / "quirky_server.py"
+    shutil.copy(QUIRKY, server)
+    os.chmod(server, 0o644)
+    cmd = (f"{shlex.quote(PYTHON)} {shlex.quote(str(server))} -p {{port}} -maxclient {{maxclient}} "
+           f"-maxtotal {{maxtotal}} --print-uid --leave-behind {token}")
+    hidden = shared / "hidden"
+    shutil.copytree(HIDDEN, hidden)
+    os.chmod(hidden, 0o755)
+    for path in hidden.iterdir():
+        os.chmod(path, 0o644)
+    proc = subprocess.run([GRADER_PYTHON, str(GRADE), "--profile", "threaded", "--out",
+                           str(tmp_path / "out"), "--server-cmd", cmd, "--run-as", str(uid),
+                           "--hidden-dir", str(hidden)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "can read the hidden check" in proc.stderr, proc.stderr
+    os.chmod(hidden, 0o700)
+    _, results, _ = grade(tmp_path, cmd, "threaded", "--run-as", str(uid), "--hidden-dir",
+                          str(hidden), "--checks", "index_html,traversal", timeout=60)
+    tests = by_id(results)
+    assert all(t["status"] == "passed" for t in tests.values()), tests
+    log = (tmp_path / "out" / "logs" / "index_html.stdout").read_text()
+    assert f"running as uid {uid}" in log
+    assert not no_process_mentions(token)
+
+
+# --------------------------------------------------------------------------------------------
+# The rubric's TOML reader (the grader cannot use tomllib: Python 3.11+)
+# --------------------------------------------------------------------------------------------
+
+TOML_SAMPLES = [
+    (HARNESS_DIR / "rubric.toml").read_text(),
+    '[checks."quoted id"]\npoints = 2.5 # comment\nprofiles = [\n  "limited", # one\n  "threaded",\n]\n',
+    "[a]\nx = -3\ny = 1_000\nz = 6.02e23\nt = true\nf = false\ns = 'lit\\\\eral'\n"
+    'e = "tab\\tquote\\" \\u00e9 \\U0001F600"\nempty = []\n\n# only a comment\n[a.b]\nk = "v"\n',
+]
+
+
+@pytest.mark.parametrize("text", TOML_SAMPLES, ids=["rubric", "quoted-multiline-array", "values"])
+def test_minitoml_reads_what_tomllib_reads(text):
+    tomllib = pytest.importorskip("tomllib")
+    from grader import minitoml
+    assert minitoml.loads(text) == tomllib.loads(text)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("[a]\nx = {y = 1}\n", "line 2: inline tables"),
+    ("[[a]]\n", "arrays of tables"),
+    ('x = """a"""\n', "multi-line strings"),
+    ("a.b = 1\n", "dotted keys"),
+    ("x = 1979-05-27\n", "unsupported value"),
+    ("x = 1\nx = 2\n", "line 2: key 'x' defined twice"),
+    ("[a]\n[a]\n", "table [a] defined twice"),
+    ('x = "open\n', "unterminated string"),
+    ("x = [1, 2\n", "unterminated array"),
+    ("x = 1 2\n", "unexpected '2'"),
+    ('x = "\\q"\n', "unknown escape"),
+    ("= 1\n", "expected a key"),
+], ids=lambda v: v if isinstance(v, str) and v.isidentifier() else None)
+def test_minitoml_rejects_what_it_does_not_support(text, says):
+    from grader import minitoml
+    with pytest.raises(minitoml.TomlError, match=re.escape(says)):
+        minitoml.loads(text)
+    tomllib = pytest.importorskip("tomllib")
+    try:  # and it never accepts what TOML itself rejects
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        pass

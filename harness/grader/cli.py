@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional, Tuple
 
 from . import checks  # noqa: F401  (importing it registers the built-in checks)
 from . import report, rubric
 from .context import REQUIRED_FILES, TEST_FILES, Settings
-from .registry import PROFILES, REGISTRY, load_check_dir
-from .runner import Result, run_check
+from .registry import PROFILES, REGISTRY, VISIBILITIES, load_check_dir
+from .runner import Result, not_run, run_check
 from .server import PLACEHOLDERS, absolutize, validate_template
 
 HARNESS_DIR = Path(__file__).resolve().parent.parent
@@ -42,13 +46,42 @@ examples:
   grade.py --server-cmd "build/bin/stage3_limited -p {{port}} -r {{root}} -maxclient {{maxclient}} -maxtotal {{maxtotal}}" --profile limited
   grade.py --server-cmd "python3 -m http.server {{port}} --bind 127.0.0.1" --profile limited
 
-exit status: 0 when grading ran (whatever the score), 2 on usage errors.
+exit status: 0 when grading ran (whatever the score, unless --fail-under), 1 when the score
+is below --fail-under, 2 on usage errors, 128+N when stopped by signal N (SIGINT, SIGTERM:
+the server is stopped, temporary files removed, results.json marked incomplete).
 """
+
+
+class UsageError(Exception):
+    """A bad command line: reported with exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of exiting, so stale reports can be removed."""
+
+    def error(self, message: str):
+        raise UsageError(message)
+
+
+class Interrupted(BaseException):
+    """SIGTERM (or SIGHUP) arrived: stop grading, clean up, mark the results incomplete."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def raise_interrupted(signum, _frame):
+    raise Interrupted(signum)
+
+
+#: Reports a grading run writes; a run that stops on a usage error removes old ones first.
+REPORTS = ("results.json", "junit.xml", "summary.txt")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     placeholders = "\n".join(f"  {{{name}}}{' ' * (12 - len(name))}{text}" for name, text in PLACEHOLDERS.items())
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="grade.py",
         description="Grade an HTTP/1.0 static-file server: start it per check, probe it over "
                     "real sockets, score it against a rubric, write junit.xml and results.json.",
@@ -82,7 +115,94 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--checks", metavar="ID,...",
                         help="run only these check ids (the score then covers only them)")
     parser.add_argument("--list", action="store_true", help="list the checks of --profile and exit")
+    parser.add_argument("--fail-under", type=nonnegative_float, metavar="POINTS",
+                        help="exit 1 when the score is below POINTS (CI, GitHub Classroom); "
+                             "without it the exit status does not depend on the score")
+    parser.add_argument("--visibility", choices=VISIBILITIES, default="visible",
+                        help="results.json's top-level visibility (Gradescope; default visible)")
+    parser.add_argument("--stdout-visibility", choices=VISIBILITIES, default="hidden",
+                        help="results.json's stdout_visibility (default hidden). Unless it is "
+                             "hidden, the summary printed on stdout leaves out checks that are "
+                             "not visible (summary.txt keeps them)")
+    parser.add_argument("--log-lines", type=nonnegative_int, default=20, metavar="N",
+                        help="lines of the server's stdout and stderr attached to a failing "
+                             "check (that check's own run only; default 20, 0 for none)")
+    parser.add_argument("--run-as", metavar="USER",
+                        help="run the server as USER (a name, or UID[:GID]; root only): it then "
+                             "cannot read the grader's files, and every process of that user is "
+                             "stopped after each check. The hidden checks must not be readable "
+                             "by USER")
     return parser.parse_args(argv)
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0: {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0: {text!r}")
+    return value
+
+
+def resolve_user(spec: str) -> Tuple[int, int]:
+    """``student``, ``1500`` or ``1500:1500`` → (uid, gid); raises UsageError."""
+    if os.geteuid() != 0:
+        raise UsageError("--run-as needs root (to switch the server to another user)")
+    name, _, group = spec.partition(":")
+    try:
+        if name.isdigit():
+            uid = int(name)
+            gid = int(group) if group else uid
+        else:
+            entry = pwd.getpwnam(name)
+            uid, gid = entry.pw_uid, int(group) if group else entry.pw_gid
+    except (KeyError, ValueError):
+        raise UsageError(f"--run-as {spec}: no such user (a name, or UID[:GID])") from None
+    if uid == 0:
+        raise UsageError("--run-as: the server must not run as root")
+    return uid, gid
+
+
+def readable_by(user: Tuple[int, int], path: Path) -> bool:
+    """Whether @p user can read @p path: asked of the kernel, as that user."""
+    uid, gid = user
+    test = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                           "test", "-r", str(path)], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    return test.returncode == 0
+
+
+def remove_stale_reports(out: Optional[Path]) -> None:
+    """Removes a previous run's reports from @p out, so none is mistaken for this run's."""
+    if out is None:
+        return
+    for name in REPORTS:
+        try:
+            (out / name).unlink()
+        except OSError:
+            pass
+
+
+def out_from(argv: list) -> Optional[Path]:
+    """The --out of @p argv, even when the rest of it does not parse."""
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument("--out", type=Path, default=Path("grade-results"))
+    try:
+        known, _ = probe.parse_known_args(argv)
+    except SystemExit:
+        return None
+    return known.out.resolve()
 
 
 def positive_int(text: str) -> int:
@@ -105,13 +225,26 @@ def positive_float(text: str) -> float:
     return value
 
 
-def usage_error(message: str) -> int:
-    print(f"grade.py: error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return grade(argv)
+    except UsageError as error:
+        remove_stale_reports(out_from(argv))
+        print("usage: grade.py --server-cmd CMD --profile PROFILE [options]  (--help for all)",
+              file=sys.stderr)
+        print(f"grade.py: error: {error}", file=sys.stderr)
+        return 2
+
+
+def usage_error(message: str):
+    raise UsageError(message)
+
+
+def grade(argv: list) -> int:
+    """Parses @p argv, grades, writes the reports; returns the exit status."""
+    args = parse_args(argv)
+    run_as = resolve_user(args.run_as) if args.run_as else None
     try:
         validate_template(args.server_cmd)
     except ValueError as error:
@@ -130,6 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         entries = rubric.load(args.rubric)
     except ValueError as error:
         return usage_error(str(error))
+    if run_as is not None:
+        exposed = [path for directory in args.hidden_dir for path in sorted(directory.resolve().glob("*.py"))
+                   if readable_by(run_as, path)]
+        if exposed:
+            return usage_error(f"--run-as {args.run_as} can read the hidden check {exposed[0]}: a "
+                               f"server could print it into a visible check's log. Make the hidden "
+                               f"checks readable by their owner only (chmod -R go-rwx)")
     for check_id in entries:
         if check_id not in REGISTRY:
             print(f"grade.py: note: rubric entry {check_id!r} has no check (not loaded): ignored",
@@ -155,17 +295,30 @@ def main(argv: list[str] | None = None) -> int:
             old.unlink()
     except OSError as error:
         return usage_error(f"--out {out}: {error}")
+    remove_stale_reports(out)
     settings = Settings(
         command=command, profile=args.profile, maxclient=args.maxclient,
         maxtotal=args.maxtotal, source_root=root, logs_dir=logs, scale=args.timeout_scale,
         startup_timeout=args.startup_timeout,
         test_data={rel: os.urandom(size) for rel, size in TEST_FILES.items()},
+        run_as=run_as, log_lines=args.log_lines,
     )
     meta = {"command": args.server_cmd, "profile": args.profile, "maxclient": args.maxclient,
-            "maxtotal": args.maxtotal, "started": time.time()}
+            "maxtotal": args.maxtotal, "started": time.time(), "visibility": args.visibility,
+            "stdout_visibility": args.stdout_visibility, "complete": False,
+            "stopped": "grading did not finish"}
     started = time.monotonic()
     results: list[Result] = []
-    report.write_all(out, results, meta)  # something valid is there from the start
+
+    def pending() -> list:
+        """The results so far, then every check still to run, as "not run"."""
+        return results + [not_run(c, f"not run: {meta['stopped']}") for c in selected[len(results):]]
+
+    # Until the last check ends, the reports say the grading is incomplete: a grader killed
+    # even with SIGKILL leaves results that cannot be mistaken for a finished run.
+    report.write_all(out, pending(), meta)
+    status = 0
+    previous = {sig: signal.signal(sig, raise_interrupted) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         for index, check in enumerate(selected, 1):
             print(f"[{index:>2}/{len(selected)}] {check.id} ...", end=" ", file=sys.stderr, flush=True)
@@ -174,12 +327,28 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'pass' if result.passed else result.kind} ({result.duration:.1f} s)",
                   file=sys.stderr, flush=True)
             meta["elapsed"] = time.monotonic() - started
-            report.write_all(out, results, meta)  # after each check: a crash loses nothing
+            report.write_all(out, pending(), meta)  # after each check: a crash loses nothing
+        meta["complete"] = True
+        meta["stopped"] = ""
+    except (KeyboardInterrupt, Interrupted) as stop:
+        signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
+        meta["stopped"] = f"grading was stopped by {signal.Signals(signum).name}"
+        print(f"\ngrade.py: {meta['stopped']}; the server was stopped and the results are "
+              f"marked incomplete", file=sys.stderr)
+        status = 128 + signum
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         meta["elapsed"] = time.monotonic() - started
-        report.write_all(out, results, meta)
-    text = report.summary(results, meta)
-    (out / "summary.txt").write_text(text + "\n", encoding="utf-8")
-    print(text)
+        report.write_all(out, pending(), meta)
+    final = pending()
+    (out / "summary.txt").write_text(report.summary(final, meta) + "\n", encoding="utf-8")
+    print(report.summary(final, meta, reveal_hidden=args.stdout_visibility == "hidden"))
     print(f"\nresults: {out / 'results.json'}  {out / 'junit.xml'}  server logs: {logs}/")
-    return 0
+    if status == 0 and args.fail_under is not None:
+        score, _ = report.totals(final)
+        if score < args.fail_under:
+            print(f"grade.py: score {report.fmt_points(score)} is below --fail-under "
+                  f"{report.fmt_points(args.fail_under)}", file=sys.stderr)
+            status = 1
+    return status

@@ -14,8 +14,10 @@ import tempfile
 import threading
 import time
 import uuid
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional, Tuple
 
 from . import httpclient
 from .httpclient import ProtocolError, Response
@@ -45,6 +47,8 @@ class Settings:
     scale: float = 1.0
     startup_timeout: float = 10.0
     test_data: dict[str, bytes] = field(default_factory=dict)
+    run_as: Optional[Tuple[int, int]] = None  #: (uid, gid) the server runs as, or None
+    log_lines: int = 20  #: lines of each server log attached to a failing check
 
 
 class CheckContext:
@@ -63,6 +67,7 @@ class CheckContext:
         self.secret = self.base / "secret.txt"
         self.server: ServerProcess | None = None
         self.notes: list[str] = []
+        self.credit: Optional[float] = None  #: fraction of the points earned when it fails
         self.cancelled = threading.Event()
         self._socks: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -75,6 +80,13 @@ class CheckContext:
         for rel, data in self.settings.test_data.items():
             self.add_file(rel, data)
         self.secret.write_text(f"{self.secret_marker}\nthis file is outside the document root\n")
+        if self.settings.run_as is not None:
+            # The server's user must reach the root, and the secret (or a traversal bug would
+            # hide behind "permission denied"); it need not list the directory above.
+            os.chmod(self.base, 0o711)
+            for path in [self.root, *self.root.rglob("*")]:
+                os.chmod(path, 0o755 if path.is_dir() else 0o644)
+            os.chmod(self.secret, 0o644)
 
     def start_server(self) -> None:
         """Starts a fresh server on this check's root (raises ServerStartError if it fails)."""
@@ -83,7 +95,8 @@ class CheckContext:
             if self.cancelled.is_set():
                 raise CheckFailed("the check was stopped before the server started")
             self.server = ServerProcess(self.settings.command, values, self.root,
-                                        self.settings.logs_dir / self.check.id)
+                                        self.settings.logs_dir / self.check.id,
+                                        self.settings.run_as)
         self.server.start(self.settings.startup_timeout * self.scale)
 
     def abort(self) -> None:
@@ -121,8 +134,14 @@ class CheckContext:
             raise CheckFailed(message)
 
     def note(self, message: str) -> None:
-        """Adds a line to the check's output (shown whether it passes or fails)."""
+        """Adds a line to the check's output (shown whether it passes or fails, and kept when
+        the check times out: note each finding as it comes)."""
         self.notes.append(message)
+
+    def partial(self, earned: int, out_of: int) -> None:
+        """Gives @p earned / @p out_of of the points if the check fails (all of them if it
+        passes): for checks made of independent parts, such as one file type each."""
+        self.credit = max(0.0, min(1.0, earned / out_of)) if out_of > 0 else 0.0
 
     def file_bytes(self, rel: str) -> bytes:
         return (self.root / rel).read_bytes()
@@ -133,12 +152,13 @@ class CheckContext:
         path.write_bytes(data)
         return path
 
-    def connect(self, source_ip: str | None = None, timeout: float = 10.0) -> socket.socket:
+    def connect(self, source_ip: str | None = None, timeout: float = 10.0,
+                rcvbuf: int | None = None) -> socket.socket:
         """A tracked connection to the server from @p source_ip (127.x.y.z), or fails the check."""
         if self.cancelled.is_set():
             raise CheckFailed("the check was stopped")
         try:
-            sock = httpclient.connect(self.port, source_ip, self.seconds(timeout))
+            sock = httpclient.connect(self.port, source_ip, self.seconds(timeout), rcvbuf=rcvbuf)
         except OSError as error:
             raise CheckFailed(f"could not connect to 127.0.0.1:{self.port}"
                               f"{' from ' + source_ip if source_ip else ''}: {error}") from error
@@ -182,9 +202,9 @@ class CheckContext:
         if how == "timeout" and not raw:
             self.fail(f"{what}: no reply within {self.seconds(timeout):g} s")
         try:
-            reply = httpclient.parse_response(raw)
+            reply = httpclient.parse_response(raw, how, self.seconds(timeout))
         except ProtocolError as error:
-            self.fail(f"{what}: {error}" + (" (then the read timed out)" if how == "timeout" else ""))
+            self.fail(f"{what}: {error}" + (" (then the read timed out)" if how == "timeout" and raw else ""))
         if how == "timeout" and "content-length" not in reply.headers:
             self.fail(f"{what}: the reply had no Content-Length and the connection was not "
                       f"closed within {self.seconds(timeout):g} s")
@@ -212,6 +232,13 @@ class CheckContext:
             problem = (f"{len(closed)} of {len(socks)} idle connections (within the limits) were "
                        f"answered or closed at once; connection #{index + 1} from "
                        f"{source_ips[index]} got: {httpclient.describe(raw, how)}")
+            if raw[9:12].decode("latin-1") in {str(s) for s in REFUSAL_STATUSES}:
+                same = source_ips[:index + 1].count(source_ips[index])
+                problem += (f". It was refused as connection {same} from that address and "
+                            f"{index + 1} in all, within -maxclient {self.maxclient} and "
+                            f"-maxtotal {self.maxtotal}: does the server ignore the limits given "
+                            f"on its command line (a constant instead?), or count connections "
+                            f"that have already closed?")
             for sock in socks:
                 self.close(sock)
             time.sleep(0.5 * (attempt + 1))
@@ -227,7 +254,7 @@ class CheckContext:
             tries += 1
             raw, how = self.exchange(httpclient.request_bytes("GET", target), source_ip, 5.0)
             try:
-                reply = httpclient.parse_response(raw)
+                reply = httpclient.parse_response(raw, how, self.seconds(5.0))
                 if reply.status == 200:
                     return reply, tries
                 last = reply.status_line

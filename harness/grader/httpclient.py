@@ -45,9 +45,15 @@ def split_head(raw: bytes) -> tuple[bytes, bytes] | None:
     return None
 
 
-def parse_response(raw: bytes) -> Response:
-    """Parses a response; raises ProtocolError saying what is wrong with it."""
+def parse_response(raw: bytes, how: str = "eof", waited: float | None = None) -> Response:
+    """Parses a response; raises ProtocolError saying what is wrong with it. @p how and
+    @p waited (seconds) say how the read ended, so that silence is not called a close."""
     if not raw:
+        if how == "timeout":
+            raise ProtocolError(f"no reply within {waited:g} s" if waited is not None
+                                else "no reply before the deadline")
+        if how == "reset":
+            raise ProtocolError("the connection was reset without a reply")
         raise ProtocolError("the server closed the connection without sending anything")
     parts = split_head(raw)
     if parts is None:
@@ -81,11 +87,15 @@ def expected_length(raw: bytes, method: str = "GET") -> int | None:
     return head_length + int(match[1]) if match else None
 
 
-def connect(port: int, source_ip: str | None, timeout: float, host: str = "127.0.0.1") -> socket.socket:
+def connect(port: int, source_ip: str | None, timeout: float, host: str = "127.0.0.1",
+            rcvbuf: int | None = None) -> socket.socket:
     """A TCP connection to @p host:@p port, from @p source_ip when given (any of 127.0.0.0/8
-    is local on Linux, so each address looks like a different client)."""
+    is local on Linux, so each address looks like a different client). @p rcvbuf sets a small
+    receive buffer before connecting (a client that stops reading then holds the sender up)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.settimeout(timeout)
         if source_ip is not None:
             sock.bind((source_ip, 0))

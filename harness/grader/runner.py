@@ -22,13 +22,33 @@ class Result:
     score: float
     output: str
     duration: float
-    kind: str = ""  #: why it failed: "failed", "timeout", "exception", "startup"
+    kind: str = ""  #: why it failed: "failed", "timeout", "exception", "startup", "not run"
     message: str = ""  #: one-line reason (the JUnit failure message)
 
 
+def not_run(check: Check, why: str) -> Result:
+    """The Result of a check that never ran (grading was interrupted, or the build failed)."""
+    return Result(check, False, 0.0, why, 0.0, "not run", why)
+
+
+#: How long a failed check waits for a dying server to exit, so its status can be told.
+EXIT_GRACE = 0.5
+
+
 def run_check(check: Check, settings: Settings) -> Result:
-    """Runs @p check against a fresh server; always returns a Result."""
+    """Runs @p check against a fresh server; always returns a Result. Interrupted (Ctrl-C,
+    SIGTERM), it stops the server, removes the check's files and lets the exception go on."""
     ctx = CheckContext(check, settings)
+    try:
+        return supervise(check, settings, ctx)
+    except BaseException:
+        ctx.abort()
+        ctx.cleanup()
+        raise
+
+
+def supervise(check: Check, settings: Settings, ctx: CheckContext) -> Result:
+    """run_check()'s work: the check in its own thread, under its timeout."""
     outcome: dict = {}
     lock = threading.Lock()
 
@@ -57,16 +77,13 @@ def run_check(check: Check, settings: Settings) -> Result:
     thread = threading.Thread(target=body, name=f"check-{check.id}", daemon=True)
     thread.start()
     limit = check.timeout * settings.scale
-    try:
-        thread.join(limit)
-    except BaseException:  # Ctrl-C: leave no server behind
-        ctx.abort()
-        ctx.cleanup()
-        raise
+    thread.join(limit)
     with lock:  # whichever comes first, the check's own end or the timeout, decides
         outcome.setdefault("found", ("timeout", f"timed out after {limit:g} s", ""))
     kind, message, trace = outcome["found"]
     server = ctx.server
+    if kind != "passed" and server is not None and server.alive():
+        server.wait_exit(EXIT_GRACE)  # a server that just crashed: learn how it died
     died = server.exit_status() if server is not None else None  # before we stop it ourselves
     try:
         ctx.abort()  # closes the check's sockets and stops its server, even if it still runs
@@ -76,9 +93,14 @@ def run_check(check: Check, settings: Settings) -> Result:
     passed = kind == "passed"
     if kind in ("failed", "timeout") and died is not None and "exited" not in message:
         message += f" (the server had exited with status {describe_status(died)})"
+    if server is not None and server.escaped:
+        ctx.note(f"the server left {len(server.escaped)} process(es) running outside its process "
+                 f"group after it was stopped; the grader killed them: "
+                 + "; ".join(server.escaped[:5]))
     output = compose_output(ctx, passed, message, trace)
     ctx.cleanup()
-    return Result(check, passed, check.points if passed else 0.0, output, duration,
+    score = check.points if passed else check.points * (ctx.credit or 0.0)
+    return Result(check, passed, round(score, 2), output, duration,
                   "" if passed else kind, message.split("\n", 1)[0][:1000])
 
 
@@ -93,7 +115,7 @@ def compose_output(ctx: CheckContext, passed: bool, message: str, trace: str) ->
         parts.append(trace.rstrip())
     if not passed and ctx.server is not None:
         parts.append(f"server command: {ctx.server.command}")
-        tails = ctx.server.log_tails()
+        tails = ctx.server.log_tails(ctx.settings.log_lines)
         if tails:
             parts.append(tails)
     return "\n".join(parts) if parts else "passed"

@@ -1,9 +1,14 @@
 """Starting and stopping the server under test, whatever language it is written in.
 
 The command is a template run by ``/bin/sh -c`` in a new session (its own process group), so
-stopping it reaches every process it started: SIGTERM to the group, then SIGKILL. Its output
-goes to files, never to a pipe nobody reads (a busy access log would fill the pipe and block
-the server), and their tails go into the failure messages.
+stopping it reaches every process it started: SIGTERM to the group, then SIGKILL. A process
+that left the group (``setsid -f``, a daemon) is still found: every process the command starts
+inherits a per-run token in its environment, and whoever listens on the graded port is looked
+up too; both are killed after the group. With ``run_as`` the command runs under another uid
+(through ``setpriv``), and every process of that uid counts as the server's.
+
+Its output goes to files, never to a pipe nobody reads (a busy access log would fill the pipe
+and block the server), and their tails go into the failure messages.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import string
 import subprocess
 import threading
 import time
+import uuid
 from pathlib import Path
+from typing import List, Optional, Set, Tuple
 
 #: The placeholders a --server-cmd may use, with what they stand for.
 PLACEHOLDERS = {
@@ -31,6 +38,8 @@ PLACEHOLDERS = {
 STOP_GRACE = 3.0
 #: Attempts to start when the chosen port turns out to be taken (another program got it first).
 PORT_ATTEMPTS = 3
+#: Environment variable carrying the per-run token that marks the server's processes.
+TOKEN_VARIABLE = "LAB_GRADER_SERVER"
 
 
 class ServerStartError(Exception):
@@ -117,7 +126,11 @@ def tail(path: Path, lines: int = 20, max_bytes: int = 4000) -> str:
 class ServerProcess:
     """One run of the server command, logging to ``<log_prefix>.stdout`` / ``.stderr``."""
 
-    def __init__(self, template: str, values: dict[str, object], cwd: Path, log_prefix: Path):
+    def __init__(self, template: str, values: dict[str, object], cwd: Path, log_prefix: Path,
+                 run_as: Optional[Tuple[int, int]] = None):
+        self.run_as = run_as  #: (uid, gid) to run the command as, or None for the grader's own
+        self.token = uuid.uuid4().hex
+        self.escaped: List[str] = []  #: processes found outside the group when stopping
         self.template = template
         self.values = dict(values)
         self.cwd = cwd
@@ -144,13 +157,13 @@ class ServerProcess:
                     raise ServerStartError("the check was stopped before the server started")
                 with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
                     self.proc = subprocess.Popen(
-                        ["/bin/sh", "-c", self.command],
+                        self._argv(),
                         cwd=self.cwd,
                         stdin=subprocess.DEVNULL,
                         stdout=out,
                         stderr=err,
                         start_new_session=True,
-                        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                        env={**os.environ, "PYTHONUNBUFFERED": "1", TOKEN_VARIABLE: self.token},
                     )
             try:
                 self._wait_ready(startup_timeout)
@@ -162,6 +175,14 @@ class ServerProcess:
                 if status is not None and in_use and attempt + 1 < PORT_ATTEMPTS:
                     continue  # someone else took the port between free_port() and bind()
                 raise error
+
+    def _argv(self) -> List[str]:
+        """The shell running the command, under ``run_as`` when given."""
+        shell = ["/bin/sh", "-c", self.command]
+        if self.run_as is None:
+            return shell
+        uid, gid = self.run_as
+        return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *shell]
 
     def _wait_ready(self, startup_timeout: float) -> None:
         deadline = time.monotonic() + startup_timeout
@@ -186,6 +207,14 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def wait_exit(self, seconds: float) -> None:
+        """Waits up to @p seconds for the server to exit by itself."""
+        try:
+            if self.proc is not None:
+                self.proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            pass
+
     def exit_status(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
@@ -199,8 +228,11 @@ class ServerProcess:
             return None
         return self._kill(proc)
 
-    @staticmethod
-    def _kill(proc: subprocess.Popen) -> int | None:
+    def _kill(self, proc: subprocess.Popen) -> int | None:
+        with signals_deferred():  # a Ctrl-C or SIGTERM now must not leave half a cleanup
+            return self._kill_everything(proc)
+
+    def _kill_everything(self, proc: subprocess.Popen) -> int | None:
         if proc.poll() is None:
             signal_group(proc.pid, signal.SIGTERM)
             try:
@@ -213,16 +245,46 @@ class ServerProcess:
             proc.wait(timeout=STOP_GRACE)
         except subprocess.TimeoutExpired:
             pass
+        # Then whatever left the group: daemons, `setsid -f`, whoever still holds the port.
+        uid = self.run_as[0] if self.run_as else None
+        for pid, command in leftover_processes(self.token, self.port, uid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
+            self.escaped.append(f"pid {pid}: {command}")
         return proc.poll()
 
     def log_tails(self, lines: int = 20) -> str:
         """The tails of the server's stdout and stderr, labelled, or '' when both are empty."""
         parts = []
+        if lines <= 0:
+            return ""
         for label, path in (("stdout", self.stdout_path), ("stderr", self.stderr_path)):
-            text = tail(path, lines)
+            text = tail(path, lines, max_bytes=min(4000, 200 * lines))
             if text.strip():
                 parts.append(f"--- server {label} (last {lines} lines, {path.name}) ---\n{text}")
         return "\n".join(parts)
+
+
+#: The signals that stop the grader; held back while a server is being stopped.
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+class signals_deferred:
+    """Holds back STOP_SIGNALS in the main thread for the duration (they are delivered, and
+    their handlers run, right after); elsewhere it does nothing."""
+
+    def __enter__(self):
+        self.active = threading.current_thread() is threading.main_thread()
+        if self.active:
+            self.previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.previous)
+        return False
 
 
 def signal_group(pgid: int, signum: int) -> None:
@@ -233,11 +295,85 @@ def signal_group(pgid: int, signum: int) -> None:
         pass
 
 
+def signal_words(number: int) -> Optional[str]:
+    """``SIGSEGV, segmentation fault`` for 11; None when @p number is no signal."""
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return None
+    text = signal.strsignal(number) or ""
+    return f"{name}, {text[:1].lower() + text[1:]}" if text else name
+
+
 def describe_status(status: int) -> str:
-    """``3``, or ``-9 (killed by SIGKILL)``."""
+    """An exit status in words: ``3``; ``-9 (killed by SIGKILL, killed)``; and, since the
+    command runs under ``sh -c``, the shell's 128+N for a child killed by signal N:
+    ``139 (killed by SIGSEGV, segmentation fault: the shell reports 128+11)``."""
     if status < 0:
-        try:
-            return f"{status} (killed by {signal.Signals(-status).name})"
-        except ValueError:
-            return str(status)
+        words = signal_words(-status)
+        return f"{status} (killed by {words})" if words else str(status)
+    if 128 < status < 128 + 65:
+        words = signal_words(status - 128)
+        if words:
+            return f"{status} (killed by {words}: the shell reports 128+{status - 128})"
     return str(status)
+
+
+def leftover_processes(token: str, port: int, uid: Optional[int]) -> List[Tuple[int, str]]:
+    """(pid, command line) of the processes that belong to a stopped server: those whose
+    environment carries @p token, those of @p uid (the throwaway user a server runs as), and
+    those listening on 127.0.0.1:@p port that the grader may signal. Never this process."""
+    listeners = listening_inodes(port) if port else set()
+    me = os.getpid()
+    mine = os.getuid()
+    found = []
+    needle = f"{TOKEN_VARIABLE}={token}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            owner = entry.stat().st_uid
+            ours = uid is not None and owner == uid
+            if not ours and (mine == 0 or owner == mine):
+                try:
+                    ours = needle in (entry / "environ").read_bytes().split(b"\0")
+                except PermissionError:
+                    pass
+                if not ours and listeners:
+                    ours = holds_socket(entry, listeners)
+            if ours:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append((int(entry.name), command.strip() or f"[{entry.name}]"))
+        except (FileNotFoundError, ProcessLookupError, PermissionError, NotADirectoryError):
+            continue  # gone meanwhile, or not ours to read
+    return found
+
+
+def listening_inodes(port: int) -> Set[str]:
+    """Socket inodes of TCP listeners on @p port (IPv4 and IPv6)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def holds_socket(proc_dir: Path, inodes: Set[str]) -> bool:
+    """Whether the process of @p proc_dir has one of the socket @p inodes open."""
+    try:
+        for fd in (proc_dir / "fd").iterdir():
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                return True
+    except OSError:
+        pass
+    return False
