@@ -51,6 +51,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from grader import contract  # noqa: E402  (the submission contract lives with the grader)
+
 REPO = Path(__file__).resolve().parent.parent
 
 # ----------------------------------------------------------------------------------------------
@@ -151,12 +154,9 @@ CHECKS = "harness/grader/checks.py"
 #: the student README says that a push runs them.
 WORKFLOWS = ".github/workflows/"
 
-#: What the stages are called on the command line of the grader (the submission contract).
-STAGE_COMMANDS = {
-    "stage2_threaded": ("threaded", "build/bin/stage2_threaded -p {port} -r {root}"),
-    "stage3_limited": ("limited", "build/bin/stage3_limited -p {port} -r {root} "
-                                  "-maxclient {maxclient} -maxtotal {maxtotal}"),
-}
+#: What the stages are called on the command line of the grader (the submission contract,
+#: which the autograder and ./lab grade-all apply: harness/grader/contract.py).
+STAGE_COMMANDS = {t.binary: (t.profile, t.command) for t in contract.TARGETS}
 
 # ----------------------------------------------------------------------------------------------
 # Comment syntaxes and markers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pwd
 import signal
@@ -114,7 +115,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "times --timeout-scale)")
     parser.add_argument("--checks", metavar="ID,...",
                         help="run only these check ids (the score then covers only them)")
-    parser.add_argument("--list", action="store_true", help="list the checks of --profile and exit")
+    parser.add_argument("--list", nargs="?", const="text", choices=("text", "json"),
+                        help="list the checks of --profile (as text, or json) and exit")
     parser.add_argument("--fail-under", type=nonnegative_float, metavar="POINTS",
                         help="exit 1 when the score is below POINTS (CI, GitHub Classroom); "
                              "without it the exit status does not depend on the score")
@@ -282,6 +284,10 @@ def grade(argv: list) -> int:
             return usage_error(f"--checks: {', '.join(unknown)} not among the checks of profile "
                                f"{args.profile}: {', '.join(c.id for c in selected)}")
         selected = [c for c in selected if c.id in wanted]
+    if args.list == "json":
+        print(json.dumps([{"id": c.id, "title": c.title, "points": c.points,
+                           "visibility": c.visibility, "timeout": c.timeout} for c in selected]))
+        return 0
     if args.list:
         for c in selected:
             print(f"{c.id:<30} {c.points:>5g} pts  {c.visibility:<15} {c.timeout:>4g} s  {c.title}")

@@ -323,11 +323,18 @@ def leftover_processes(token: str, port: int, uid: Optional[int]) -> List[Tuple[
     """(pid, command line) of the processes that belong to a stopped server: those whose
     environment carries @p token, those of @p uid (the throwaway user a server runs as), and
     those listening on 127.0.0.1:@p port that the grader may signal. Never this process."""
+    return find_processes(f"{TOKEN_VARIABLE}={token}", uid, port)
+
+
+def find_processes(env_mark: str, uid: Optional[int] = None, port: int = 0) -> List[Tuple[int, str]]:
+    """(pid, command line) of the processes whose environment holds @p env_mark (``NAME=value``),
+    those of @p uid, and those listening on TCP @p port, among the processes this one may
+    signal (all for root, its own uid's otherwise). Never this process."""
     listeners = listening_inodes(port) if port else set()
     me = os.getpid()
     mine = os.getuid()
     found = []
-    needle = f"{TOKEN_VARIABLE}={token}".encode()
+    needle = env_mark.encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue

@@ -15,7 +15,7 @@ and 503. The switches:
                        with TOKEN on its command line
   --print-uid          print the uid it runs as
 
-Usage: quirky_server.py -p PORT [-maxclient N] [-maxtotal N] [switches]   (serves its cwd)
+Usage: quirky_server.py -p PORT [-r ROOT] [-maxclient N] [-maxtotal N] [switches]
 """
 import argparse
 import os
@@ -90,6 +90,7 @@ def main():
     global total
     parser = argparse.ArgumentParser()
     parser.add_argument("-p", type=int, required=True)
+    parser.add_argument("-r", help="document root (default: the working directory)")
     parser.add_argument("-maxclient", type=int, default=12)
     parser.add_argument("-maxtotal", type=int, default=60)
     parser.add_argument("--limit-constant", type=int)
@@ -101,6 +102,8 @@ def main():
     parser.add_argument("--leave-behind")
     parser.add_argument("--print-uid", action="store_true")
     args = parser.parse_args()
+    if args.r:
+        os.chdir(args.r)
     if args.segfault:
         os.kill(os.getpid(), signal.SIGSEGV)
     if args.print_uid:

@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Grading submissions at course scale: one submission, a folder of them, or Gradescope.
+
+  autograde.py submission DIR --out OUT        build DIR as the contract says, grade it
+  autograde.py all SUBMISSIONS --out OUT       every folder of SUBMISSIONS → OUT/grades.csv
+  autograde.py package gradescope OUT.zip      an autograder zip for Gradescope
+  autograde.py gradescope [--prefix /autograder]
+                                               inside Gradescope's image (run_autograder)
+
+Python 3.8+, standard library only. harness/README-grading.md, "Deployment", explains each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from grader import contract  # noqa: E402
+from grader.registry import VISIBILITIES  # noqa: E402
+from grader.submission import HARNESS_DIR, Config, Outcome, grade_submission  # noqa: E402
+
+KIT_DIR = HARNESS_DIR.parent
+#: Written into the Gradescope zip: how its run_autograder grades.
+ZIP_CONFIG = "autograder.json"
+#: The user setup.sh creates in the Gradescope image; the student's code runs as it.
+GRADESCOPE_USER = "student"
+
+
+def add_config_options(parser: argparse.ArgumentParser, budget: float) -> None:
+    parser.add_argument("--rubric", type=Path, default=HARNESS_DIR / "rubric.toml", metavar="FILE",
+                        help="rubric (default harness/rubric.toml)")
+    parser.add_argument("--hidden-dir", type=Path, action="append", default=[], metavar="DIR",
+                        help="directory of hidden checks (repeatable)")
+    parser.add_argument("--root", type=Path, default=KIT_DIR / "www", metavar="DIR",
+                        help="site served in the checks (default the kit's www/)")
+    parser.add_argument("--maxclient", type=int, default=12, metavar="N")
+    parser.add_argument("--maxtotal", type=int, default=60, metavar="N")
+    parser.add_argument("--checks", metavar="ID,...", help="grade only these checks")
+    parser.add_argument("--budget", type=float, default=budget, metavar="SECONDS",
+                        help=f"time for one submission, build included (default {budget:g})")
+    parser.add_argument("--run-as", metavar="USER",
+                        help="build and run the submission as USER (root only)")
+    parser.add_argument("--visibility", choices=VISIBILITIES, default="visible")
+    parser.add_argument("--stdout-visibility", choices=VISIBILITIES, default="hidden")
+    parser.add_argument("--log-lines", type=int, default=20, metavar="N")
+    parser.add_argument("--timeout-scale", type=float, default=1.0, metavar="F")
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    if args.budget <= 0:
+        raise SystemExit(f"autograde.py: error: --budget must be > 0: {args.budget}")
+    return Config(site=args.root.resolve(), rubric=args.rubric.resolve(),
+                  hidden_dirs=[d.resolve() for d in args.hidden_dir], maxclient=args.maxclient,
+                  maxtotal=args.maxtotal, checks=args.checks, budget=args.budget,
+                  run_as=args.run_as, visibility=args.visibility,
+                  stdout_visibility=args.stdout_visibility, log_lines=args.log_lines,
+                  timeout_scale=args.timeout_scale)
+
+
+class StopOnSignal:
+    """Turns SIGINT and SIGTERM into a stop event (work in progress winds down and is marked
+    incomplete) and remembers the signal for the exit status."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.signum = 0
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def handle(self, signum, _frame):
+        self.signum = self.signum or signum
+        self.event.set()
+        print(f"\nautograde.py: {signal.Signals(signum).name}: stopping every submission's "
+              f"processes, marking unfinished results incomplete", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+    def status(self, normal: int = 0) -> int:
+        return 128 + self.signum if self.signum else normal
+
+
+def in_thread(func, *args):
+    """Runs @p func in a thread and waits in short steps, so signal handlers run meanwhile."""
+    box = {}
+
+    def body():
+        try:
+            box["value"] = func(*args)
+        except BaseException as error:  # noqa: B902 (re-raised in the caller's thread)
+            box["error"] = error
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+# ---------------------------------------------------------------------------------------------
+# One submission, and Gradescope
+# ---------------------------------------------------------------------------------------------
+
+
+def describe(outcome: Outcome) -> str:
+    r = outcome.results
+    return f"{outcome.status}: {r['score']:g}/{r['max_score']:g} points"
+
+
+def cmd_submission(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    with StopOnSignal() as stopper:
+        outcome = in_thread(grade_submission, args.dir.resolve(), args.out.resolve(), config,
+                            stopper.event)
+    print(f"{args.dir}: {describe(outcome)}\nresults: {args.out.resolve() / 'results.json'}")
+    return stopper.status()
+
+
+def cmd_gradescope(args: argparse.Namespace) -> int:
+    prefix = Path(args.prefix).resolve()
+    source = prefix / "source"
+    settings = json.loads((source / ZIP_CONFIG).read_text(encoding="utf-8"))
+    config = Config(site=source / "www", rubric=source / settings["rubric"],
+                    hidden_dirs=[source / d for d in settings["hidden_dirs"]],
+                    maxclient=settings["maxclient"], maxtotal=settings["maxtotal"],
+                    checks=settings.get("checks"), budget=settings["budget"],
+                    run_as=os.environ.get("AUTOGRADER_RUN_AS", settings["run_as"]) or None,
+                    visibility=settings["visibility"],
+                    stdout_visibility=settings["stdout_visibility"],
+                    log_lines=settings["log_lines"])
+    with StopOnSignal() as stopper:
+        outcome = in_thread(grade_submission, prefix / "submission", prefix / "results", config,
+                            stopper.event)
+    print(describe(outcome))
+    return stopper.status()
+
+
+# ---------------------------------------------------------------------------------------------
+# A folder of submissions
+# ---------------------------------------------------------------------------------------------
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    root = args.submissions.resolve()
+    if not root.is_dir():
+        print(f"autograde.py: error: {root}: not a directory", file=sys.stderr)
+        return 2
+    students = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not students:
+        print(f"autograde.py: error: {root} holds no submission folders", file=sys.stderr)
+        return 2
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = max(1, args.jobs)
+    config.jobs = max(1, (os.cpu_count() or 1) // jobs)
+    outcomes: Dict[str, Optional[Outcome]] = {name: None for name in students}
+    todo: "queue.Queue[str]" = queue.Queue()
+    for name in students:
+        todo.put(name)
+    with StopOnSignal() as stopper:
+
+        def worker():
+            while not stopper.event.is_set():
+                try:
+                    name = todo.get_nowait()
+                except queue.Empty:
+                    return
+                start = time.monotonic()
+                try:
+                    outcomes[name] = grade_submission(root / name, out / name, config, stopper.event)
+                    print(f"{name}: {describe(outcomes[name])} ({time.monotonic() - start:.0f} s)",
+                          file=sys.stderr, flush=True)
+                except Exception as error:  # one broken submission folder must not stop the rest
+                    print(f"{name}: error: {type(error).__name__}: {error}", file=sys.stderr)
+
+        workers = [threading.Thread(target=worker) for _ in range(jobs)]
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            while thread.is_alive():
+                thread.join(0.2)
+    write_grades(out / "grades.csv", students, outcomes)
+    finished = sum(o is not None and o.status != "incomplete" for o in outcomes.values())
+    print(f"{finished} of {len(students)} submissions graded: {out / 'grades.csv'}")
+    return stopper.status()
+
+
+def write_grades(path: Path, students: List[str], outcomes: Dict[str, Optional[Outcome]]) -> None:
+    """grades.csv: student, score, max, status, then the points of every check."""
+    columns: List[str] = []
+    for outcome in outcomes.values():
+        for name in (outcome.points if outcome else {}):
+            if name not in columns:
+                columns.append(name)
+    tmp = path.with_name("." + path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "score", "max", "status", *columns])
+        for name in students:
+            outcome = outcomes[name]
+            if outcome is None:
+                writer.writerow([name, "", "", "incomplete", *[""] * len(columns)])
+                continue
+            r = outcome.results
+            writer.writerow([name, f"{r['score']:g}", f"{r['max_score']:g}", outcome.status,
+                             *[f"{outcome.points[c]:g}" if c in outcome.points else "" for c in columns]])
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Gradescope zip
+# ---------------------------------------------------------------------------------------------
+
+SETUP_SH = """#!/usr/bin/env bash
+# Gradescope runs this once, as root, when it builds the autograder image (Ubuntu 22.04);
+# the zip is unpacked in /autograder/source.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends g++ make cmake python3 python3-pip util-linux
+# The kit's CMake presets need CMake 3.25; Ubuntu 22.04 has 3.22.
+need=3.25
+have=$(cmake --version | awk 'NR==1 {print $3}')
+if [ "$(printf '%s\\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
+    python3 -m pip install --quiet "cmake>=$need"
+fi
+# The submission is built and run as this user, who cannot read /autograder/source.
+id {user} >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin {user}
+chmod -R go-rwx /autograder/source
+"""
+
+RUN_AUTOGRADER = """#!/usr/bin/env bash
+# Gradescope runs this, as root, for every submission (in /autograder/submission), and reads
+# /autograder/results/results.json. AUTOGRADER_ROOT moves the tree (the kit's tests use it).
+set -uo pipefail
+root="${AUTOGRADER_ROOT:-/autograder}"
+exec python3 "$root/source/harness/autograde.py" gradescope --prefix "$root"
+"""
+
+#: The kit's files the zip carries (the grader; the submission brings its own server code).
+PACKAGED = ["harness/grade.py", "harness/autograde.py", "harness/grader/*.py"]
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    if args.kind != "gradescope":
+        print(f"autograde.py: error: unknown package kind {args.kind!r} (gradescope)", file=sys.stderr)
+        return 2
+    hidden = config.hidden_dirs or [d for d in [HARNESS_DIR / "hidden"] if d.is_dir()]
+    settings = {
+        "rubric": "rubric.toml", "hidden_dirs": [f"hidden/{i}" for i in range(len(hidden))],
+        "maxclient": config.maxclient, "maxtotal": config.maxtotal, "checks": config.checks,
+        "budget": config.budget, "run_as": GRADESCOPE_USER, "visibility": config.visibility,
+        "stdout_visibility": config.stdout_visibility, "log_lines": config.log_lines,
+        "targets": [t.binary for t in contract.TARGETS],
+    }
+    out = args.zip.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        write_text(zf, "setup.sh", SETUP_SH.replace("{user}", GRADESCOPE_USER), executable=True)
+        write_text(zf, "run_autograder", RUN_AUTOGRADER, executable=True)
+        write_text(zf, ZIP_CONFIG, json.dumps(settings, indent=2) + "\n")
+        for pattern in PACKAGED:
+            for path in sorted(KIT_DIR.glob(pattern)):
+                zf.write(path, path.relative_to(KIT_DIR).as_posix())
+        zf.write(config.rubric, "rubric.toml")
+        for index, directory in enumerate(hidden):
+            for path in sorted(directory.glob("*.py")):
+                zf.write(path, f"hidden/{index}/{path.name}")
+        for path in sorted(config.site.rglob("*")):
+            if path.is_file():
+                zf.write(path, f"www/{path.relative_to(config.site).as_posix()}")
+    print(f"{out}: Gradescope autograder ({len(hidden)} hidden-check folder(s), budget "
+          f"{config.budget:g} s); upload it as the assignment's autograder")
+    return 0
+
+
+def write_text(zf: zipfile.ZipFile, name: str, text: str, executable: bool = False) -> None:
+    info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
+    info.external_attr = (0o100755 if executable else 0o100644) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    zf.writestr(info, text)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="autograde.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    one = sub.add_parser("submission", help="build and grade one submission")
+    one.add_argument("dir", type=Path, metavar="DIR")
+    one.add_argument("--out", type=Path, required=True, metavar="OUT")
+    add_config_options(one, budget=900)
+    one.set_defaults(func=cmd_submission)
+    batch = sub.add_parser("all", help="grade every folder of SUBMISSIONS into OUT/grades.csv")
+    batch.add_argument("submissions", type=Path, metavar="SUBMISSIONS")
+    batch.add_argument("--out", type=Path, required=True, metavar="OUT")
+    batch.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="submissions graded at once (default 1: the checks time things)")
+    add_config_options(batch, budget=900)
+    batch.set_defaults(func=cmd_all)
+    package = sub.add_parser("package", help="write an autograder package")
+    package.add_argument("kind", metavar="gradescope")
+    package.add_argument("zip", type=Path, metavar="OUT.zip")
+    add_config_options(package, budget=900)
+    package.set_defaults(func=cmd_package)
+    inside = sub.add_parser("gradescope", help="grade /autograder/submission (run_autograder)")
+    inside.add_argument("--prefix", default=os.environ.get("AUTOGRADER_ROOT", "/autograder"))
+    inside.set_defaults(func=cmd_gradescope)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
