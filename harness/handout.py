@@ -112,7 +112,8 @@ PARTS: dict[str, Part] = {part.name: part for part in (
     Part("hidden", SOLUTION,
          "what only the autograder sees: hidden checks (harness/hidden/, "
          "harness/testdata/hidden_checks/) and the grader's own tests, which load them",
-         paths=("harness/hidden/", "harness/testdata/hidden_checks/", "harness/test_grader.py")),
+         paths=("harness/hidden/", "harness/testdata/hidden_checks/", "harness/test_grader.py",
+                "harness/testdata/quirky_server.py")),
     Part("stage4", EXTENSION,
          "stage 4, the event-driven server: stage4_event/, its tests and docs/stage4.md "
          "(no solution markers: included whole; it runs on the student's stage 3 limiter)",
@@ -136,8 +137,10 @@ PARTS: dict[str, Part] = {part.name: part for part in (
              "`stage3_limited/test/reclaim_test.cpp` and `harness/test_reclaim.py` check it, and "
              "[docs/stage3.md](docs/stage3.md) describes it.")),
     Part("instructor", INSTRUCTOR,
-         "the handout generator, its tests and the instructor's page",
-         paths=("harness/handout.py", "harness/test_handout.py", "docs/instructor.md")),
+         "the handout generator, the batch and Gradescope grading (autograde.py), their tests "
+         "and the instructor's page",
+         paths=("harness/handout.py", "harness/test_handout.py", "docs/instructor.md",
+                "harness/autograde.py", "harness/grader/submission.py", "harness/test_autograde.py")),
 )}
 
 #: Left out of every generated tree: the reference's benchmark figures answer question 5.
