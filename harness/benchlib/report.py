@@ -591,7 +591,8 @@ def summary_md(results: Results, tc_summary, summary, goals: list[Target], small
                   "(`./lab bench`) for any figure you quote.", ""]
     lines += [f"Produced by `{results.command}` in {results.elapsed_s:.0f} s.", ""]
     lines += ["## Machine", ""]
-    lines += [f"- **{k}**: {v}" for k, v in results.machine.items()]
+    # "&lt;": ab's version ends in "<$Revision$>", which Doxygen would read as an HTML tag.
+    lines += [f"- **{k}**: {str(v).replace('<', '&lt;')}" for k, v in results.machine.items()]
     lines += ["", "The machine is shared, so every server gets one run per round, in rotating "
               "order, and background load hits all of them alike. Figures are medians over "
               "the rounds with their min–max; every ratio between two servers is computed "
