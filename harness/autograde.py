@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from grader import contract  # noqa: E402
 from grader.registry import VISIBILITIES  # noqa: E402
-from grader.submission import HARNESS_DIR, Config, Outcome, grade_submission  # noqa: E402
+from grader.submission import HARNESS_DIR, Config, GraderFailed, Outcome, grade_submission  # noqa: E402
 
 KIT_DIR = HARNESS_DIR.parent
 #: Written into the Gradescope zip: how its run_autograder grades.
@@ -128,8 +128,12 @@ def describe(outcome: Outcome) -> str:
 def cmd_submission(args: argparse.Namespace) -> int:
     config = config_from(args)
     with StopOnSignal() as stopper:
-        outcome = in_thread(grade_submission, args.dir.resolve(), args.out.resolve(), config,
-                            stopper.event)
+        try:
+            outcome = in_thread(grade_submission, args.dir.resolve(), args.out.resolve(), config,
+                                stopper.event)
+        except (GraderFailed, ValueError) as error:
+            print(f"autograde.py: error: {error}", file=sys.stderr)
+            return 2
     print(f"{args.dir}: {describe(outcome)}\nresults: {args.out.resolve() / 'results.json'}")
     return stopper.status()
 
@@ -146,9 +150,16 @@ def cmd_gradescope(args: argparse.Namespace) -> int:
                     visibility=settings["visibility"],
                     stdout_visibility=settings["stdout_visibility"],
                     log_lines=settings["log_lines"])
+    for directory in config.hidden_dirs:  # the student's code must not read them (setup.sh
+        for path in [directory, *directory.rglob("*")]:  # does this too, for the whole source)
+            os.chmod(path, 0o700 if path.is_dir() else 0o600)
     with StopOnSignal() as stopper:
-        outcome = in_thread(grade_submission, prefix / "submission", prefix / "results", config,
-                            stopper.event)
+        try:
+            outcome = in_thread(grade_submission, prefix / "submission", prefix / "results",
+                                config, stopper.event)
+        except (GraderFailed, ValueError) as error:  # the autograder's setup, not the student
+            print(f"autograde.py: error: {error}", file=sys.stderr)
+            return 2
     print(describe(outcome))
     return stopper.status()
 
@@ -173,6 +184,7 @@ def cmd_all(args: argparse.Namespace) -> int:
     jobs = max(1, args.jobs)
     config.jobs = max(1, (os.cpu_count() or 1) // jobs)
     outcomes: Dict[str, Optional[Outcome]] = {name: None for name in students}
+    errors: Dict[str, str] = {}
     todo: "queue.Queue[str]" = queue.Queue()
     for name in students:
         todo.put(name)
@@ -190,7 +202,8 @@ def cmd_all(args: argparse.Namespace) -> int:
                     print(f"{name}: {describe(outcomes[name])} ({time.monotonic() - start:.0f} s)",
                           file=sys.stderr, flush=True)
                 except Exception as error:  # one broken submission folder must not stop the rest
-                    print(f"{name}: error: {type(error).__name__}: {error}", file=sys.stderr)
+                    errors[name] = f"{type(error).__name__}: {error}"
+                    print(f"{name}: error: {errors[name]}", file=sys.stderr)
 
         workers = [threading.Thread(target=worker) for _ in range(jobs)]
         for thread in workers:
@@ -198,14 +211,16 @@ def cmd_all(args: argparse.Namespace) -> int:
         for thread in workers:
             while thread.is_alive():
                 thread.join(0.2)
-    write_grades(out / "grades.csv", students, outcomes)
+    write_grades(out / "grades.csv", students, outcomes, errors)
     finished = sum(o is not None and o.status != "incomplete" for o in outcomes.values())
     print(f"{finished} of {len(students)} submissions graded: {out / 'grades.csv'}")
     return stopper.status()
 
 
-def write_grades(path: Path, students: List[str], outcomes: Dict[str, Optional[Outcome]]) -> None:
-    """grades.csv: student, score, max, status, then the points of every check."""
+def write_grades(path: Path, students: List[str], outcomes: Dict[str, Optional[Outcome]],
+                 errors: Dict[str, str]) -> None:
+    """grades.csv: student, score, max, status, then the points of every check. A student
+    whose grading broke (the grader could not run) is "error"; one never finished, "incomplete"."""
     columns: List[str] = []
     for outcome in outcomes.values():
         for name in (outcome.points if outcome else {}):
@@ -218,7 +233,8 @@ def write_grades(path: Path, students: List[str], outcomes: Dict[str, Optional[O
         for name in students:
             outcome = outcomes[name]
             if outcome is None:
-                writer.writerow([name, "", "", "incomplete", *[""] * len(columns)])
+                status = "error" if name in errors else "incomplete"
+                writer.writerow([name, "", "", status, *[""] * len(columns)])
                 continue
             r = outcome.results
             writer.writerow([name, f"{r['score']:g}", f"{r['max_score']:g}", outcome.status,

@@ -275,10 +275,18 @@ def grade_target(source: Path, out: Path, target: contract.Target, config: Confi
         results = None
     if how == "timeout":
         return results, "timeout"
-    if how == "stopped" or status != 0 or results is None:
+    if how == "stopped":
         return results, "incomplete"
+    if status != 0 or results is None:
+        last = [line for line in tail(out / "grader.log", 5).splitlines() if line.strip()]
+        raise GraderFailed(f"grade.py exited with status {status} for {target.binary}: "
+                           f"{last[-1] if last else 'no output'}")
     complete = results.get("extra_data", {}).get("complete", False)
     return results, "ok" if complete else "incomplete"
+
+
+class GraderFailed(Exception):
+    """The grader itself could not run (a configuration error, not the submission's fault)."""
 
 
 def merge(parts: List[Tuple[contract.Target, Optional[dict], List[dict]]], status: str,
