@@ -33,6 +33,7 @@ import pytest
 
 from conftest import HARNESS_DIR
 from test_grader import GRADER_PYTHON, no_process_mentions
+from test_handout import skip_under_sanitizers
 
 REPO_DIR = HARNESS_DIR.parent
 AUTOGRADE = HARNESS_DIR / "autograde.py"
@@ -42,6 +43,13 @@ QUIRKY = HARNESS_DIR / "testdata" / "quirky_server.py"
 #: The kit's own files, without build output or history: what a student's repository holds.
 WORKFLOW = ".github/workflows/classroom.yml"
 NOT_SOURCE = shutil.ignore_patterns(".git", "build", "build-*", "__pycache__", "grade-results")
+
+
+@pytest.fixture(autouse=True)
+def plain_build_only():
+    """Nothing here runs the build under test (submissions are built afresh, with the default
+    preset): run these once, with the plain build, not again under each sanitizer preset."""
+    skip_under_sanitizers()
 
 
 def autograde(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
