@@ -219,7 +219,7 @@ def cmd_all(args: argparse.Namespace) -> int:
 
 def write_grades(path: Path, students: List[str], outcomes: Dict[str, Optional[Outcome]],
                  errors: Dict[str, str]) -> None:
-    """grades.csv: student, score, max, status, then the points of every check. A student
+    """grades.csv: student, score, max, the points of every check, status. A student
     whose grading broke (the grader could not run) is "error"; one never finished, "incomplete"."""
     columns: List[str] = []
     for outcome in outcomes.values():
@@ -229,16 +229,17 @@ def write_grades(path: Path, students: List[str], outcomes: Dict[str, Optional[O
     tmp = path.with_name("." + path.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["student", "score", "max", "status", *columns])
+        writer.writerow(["student", "score", "max", *columns, "status"])
         for name in students:
             outcome = outcomes[name]
             if outcome is None:
                 status = "error" if name in errors else "incomplete"
-                writer.writerow([name, "", "", status, *[""] * len(columns)])
+                writer.writerow([name, "", "", *[""] * len(columns), status])
                 continue
             r = outcome.results
-            writer.writerow([name, f"{r['score']:g}", f"{r['max_score']:g}", outcome.status,
-                             *[f"{outcome.points[c]:g}" if c in outcome.points else "" for c in columns]])
+            writer.writerow([name, f"{r['score']:g}", f"{r['max_score']:g}",
+                             *[f"{outcome.points[c]:g}" if c in outcome.points else "" for c in columns],
+                             outcome.status])
     os.replace(tmp, path)
 
 
