@@ -209,12 +209,10 @@ class Session:
     """The state one page's blocks share: the scratch directory, the port, a server, and the
     process groups of background processes the blocks left behind."""
 
-    def __init__(self, scratch: Path, verbose: bool):
+    def __init__(self, scratch: Path):
         self.scratch = scratch
-        self.verbose = verbose
         self.port = str(free_port())
         self.server: subprocess.Popen | None = None
-        self.server_log: Path | None = None
         self.groups: list[int] = []
         self.variables: list[str] = []
         self.counter = 0
@@ -243,7 +241,7 @@ class Session:
                 proc = subprocess.Popen(["bash", str(script)], cwd=self.scratch,
                                         stdin=subprocess.DEVNULL, stdout=out,
                                         stderr=subprocess.STDOUT, start_new_session=True)
-            self.server, self.server_log = proc, log
+            self.server = proc
             deadline = time.monotonic() + SERVER_READY
             while time.monotonic() < deadline:
                 complete = log.read_text(errors="replace").split("\n")[:-1]
@@ -474,7 +472,7 @@ def run_page(page: Path, scratch: Path, only_line: int | None, verbose: bool,
              results: list[Result], skipped: list[str]) -> None:
     """Runs the marked blocks of @p page in order (only the one at @p only_line, if given,
     after starting the server it would have had)."""
-    session = Session(scratch, verbose)
+    session = Session(scratch)
     last_output = ""
     pending_server: str | None = None  # with only_line: the server of the blocks passed over
     try:
