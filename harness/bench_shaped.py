@@ -161,7 +161,7 @@ def main(argv: list[str]) -> int:
                 server.stop()
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "shaped_runs.csv", "w", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     summary = summarise(rows, args, [s for s in list(STAGES) + ["python"]],
