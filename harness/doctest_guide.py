@@ -93,7 +93,21 @@ class Marker:
 
 
 VERBS = {"run", "server", "servers", "output", "collect", "excerpt", "skip"}
-KEYS = {"server", "expect", "expect-not", "real", "number", "exit", "timeout", "keep"}
+KEYS = {"server", "expect", "expect-not", "real", "number", "exit", "timeout", "keep", "needs"}
+
+
+def have_ipv6() -> bool:
+    """True when this machine has IPv6 on loopback (::1): some containers do not."""
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+#: What a block may need (`needs:`) that not every machine has, and how to tell.
+NEEDS = {"ipv6": have_ipv6}
 
 
 def parse_marker(comment: list[str]) -> Marker:
@@ -500,6 +514,12 @@ def run_page(page: Path, scratch: Path, only_line: int | None, verbose: bool,
             for marker in block.markers:
                 if marker.verb == "skip":
                     skipped.append(f"{block.where}: {marker.argument.strip(' -—:')}")
+                    continue
+                lacking = [need for need in marker.all("needs")
+                           if not NEEDS.get(need, lambda: False)()]
+                if lacking:
+                    skipped.append(f"{block.where}: needs {', '.join(lacking)}, which this "
+                                   "machine lacks")
                     continue
                 result = run_marker(block, marker, session, last_output)
                 if marker.verb in ("run", "collect"):
