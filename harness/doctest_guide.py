@@ -605,7 +605,7 @@ def main() -> int:
     if args.verbose:
         for reason in skipped:
             print(f"skip {reason}")
-    print(f"{len(skipped)} blocks not run (each marked skip, with its reason)")
+    print(f"{len(skipped)} blocks not run ({'listed above' if args.verbose else '-v lists them and why'})")
     print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
 
