@@ -223,8 +223,9 @@ class Session:
     """The state one page's blocks share: the scratch directory, the port, a server, and the
     process groups of background processes the blocks left behind."""
 
-    def __init__(self, scratch: Path):
+    def __init__(self, scratch: Path, name: str):
         self.scratch = scratch
+        self.name = name  # prefix of this page's files in .doctest/
         self.port = str(free_port())
         self.server: subprocess.Popen | None = None
         self.groups: list[int] = []
@@ -239,7 +240,7 @@ class Session:
 
     def _file(self, suffix: str) -> Path:
         self.counter += 1
-        return self.scratch / ".doctest" / f"{self.counter:03d}{suffix}"
+        return self.scratch / ".doctest" / f"{self.name}.{self.counter:03d}{suffix}"
 
     # -- servers ---------------------------------------------------------------------------
 
@@ -486,7 +487,7 @@ def run_page(page: Path, scratch: Path, only_line: int | None, verbose: bool,
              results: list[Result], skipped: list[str]) -> None:
     """Runs the marked blocks of @p page in order (only the one at @p only_line, if given,
     after starting the server it would have had)."""
-    session = Session(scratch)
+    session = Session(scratch, str(page.relative_to(REPO)).replace("/", "_"))
     last_output = ""
     pending_server: str | None = None  # with only_line: the server of the blocks passed over
     try:
