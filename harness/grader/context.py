@@ -69,6 +69,7 @@ class CheckContext:
         self.notes: list[str] = []
         self.credit: Optional[float] = None  #: fraction of the points earned when it fails
         self.cancelled = threading.Event()
+        self.thread: Optional[threading.Thread] = None  #: the thread running the check
         self._socks: set[socket.socket] = set()
         self._lock = threading.Lock()
 

@@ -33,6 +33,9 @@ def not_run(check: Check, why: str) -> Result:
 
 #: How long a failed check waits for a dying server to exit, so its status can be told.
 EXIT_GRACE = 0.5
+#: How long a stopped check's thread gets to let go of its files before they are removed
+#: (it may be copying the document root; its sockets are closed, so it ends quickly).
+SETTLE_GRACE = 3.0
 
 
 def run_check(check: Check, settings: Settings) -> Result:
@@ -43,8 +46,16 @@ def run_check(check: Check, settings: Settings) -> Result:
         return supervise(check, settings, ctx)
     except BaseException:
         ctx.abort()
+        settle(ctx)
         ctx.cleanup()
         raise
+
+
+def settle(ctx: CheckContext) -> None:
+    """Waits (a little) for the check's thread to end, so that removing the check's files
+    does not race with a thread still writing them."""
+    if ctx.thread is not None:
+        ctx.thread.join(SETTLE_GRACE)
 
 
 def supervise(check: Check, settings: Settings, ctx: CheckContext) -> Result:
@@ -75,6 +86,7 @@ def supervise(check: Check, settings: Settings, ctx: CheckContext) -> Result:
 
     start = time.monotonic()
     thread = threading.Thread(target=body, name=f"check-{check.id}", daemon=True)
+    ctx.thread = thread
     thread.start()
     limit = check.timeout * settings.scale
     thread.join(limit)
@@ -98,6 +110,7 @@ def supervise(check: Check, settings: Settings, ctx: CheckContext) -> Result:
                  f"group after it was stopped; the grader killed them: "
                  + "; ".join(server.escaped[:5]))
     output = compose_output(ctx, passed, message, trace)
+    settle(ctx)
     ctx.cleanup()
     score = check.points if passed else check.points * (ctx.credit or 0.0)
     return Result(check, passed, round(score, 2), output, duration,
