@@ -117,7 +117,7 @@ PARTS: dict[str, Part] = {part.name: part for part in (
     Part("stage4", EXTENSION,
          "stage 4, the event-driven server: stage4_event/, its tests and docs/stage4.md "
          "(no solution markers: included whole; it runs on the student's stage 3 limiter)",
-         paths=("stage4_event/", "harness/test_event.py", "docs/stage4.md"),
+         paths=("stage4_event/", "harness/test_event.py", "docs/stage4.md", "docs/diagrams/stage4.dot"),
          binaries=("stage4_event",), test_words=("stage4",),
          readme=(
              "**Stage 4, the event-driven server**, is included complete, for comparison: "
