@@ -749,6 +749,7 @@ def student_readme(tree: dict[str, "Output"], kept: set[str], solution: bool,
     out += [
         "## Build, run, test", "",
         "On Debian 12 (as root or with `sudo`; `./lab setup` installs what is missing):", "",
+        "<!-- doctest: skip — builds, serves until Ctrl-C and runs every test -->",
         "```sh",
         "./lab build                      # configure and build into build/ (binaries in build/bin/)",
         "./lab run stage2_threaded        # serve www/ on http://localhost:8080/ (Ctrl-C stops it)",
@@ -760,6 +761,7 @@ def student_readme(tree: dict[str, "Output"], kept: set[str], solution: bool,
         "job, and a failing limiter test prints the `TODO(student)` it ran into.", "",
         "## Check your work with the grader", "",
         "`./lab grade` builds, then runs the checks your submission will be scored with:", "",
+        "<!-- doctest: skip — grades for a minute each; the autograder runs the same checks -->",
         "```sh",
     ]
     for binary, (profile, command) in STAGE_COMMANDS.items():
