@@ -59,8 +59,12 @@ def add_config_options(parser: argparse.ArgumentParser, budget: float) -> None:
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    if args.budget <= 0:
-        raise SystemExit(f"autograde.py: error: --budget must be > 0: {args.budget}")
+    problems = [f"--budget must be > 0: {args.budget}"] if args.budget <= 0 else []
+    problems += [f"--hidden-dir {d}: not a directory" for d in args.hidden_dir if not d.is_dir()]
+    problems += [f"--rubric {args.rubric}: no such file"] if not args.rubric.is_file() else []
+    if problems:
+        print(f"autograde.py: error: {problems[0]}", file=sys.stderr)
+        raise SystemExit(2)
     return Config(site=args.root.resolve(), rubric=args.rubric.resolve(),
                   hidden_dirs=[d.resolve() for d in args.hidden_dir], maxclient=args.maxclient,
                   maxtotal=args.maxtotal, checks=args.checks, budget=args.budget,
