@@ -28,6 +28,7 @@ from typing import Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from grader import contract  # noqa: E402
+from grader.cli import nonnegative_int, positive_float, positive_int  # noqa: E402
 from grader.registry import VISIBILITIES  # noqa: E402
 from grader.submission import HARNESS_DIR, Config, GraderFailed, Outcome, grade_submission  # noqa: E402
 
@@ -45,22 +46,21 @@ def add_config_options(parser: argparse.ArgumentParser, budget: float) -> None:
                         help="directory of hidden checks (repeatable)")
     parser.add_argument("--root", type=Path, default=KIT_DIR / "www", metavar="DIR",
                         help="site served in the checks (default the kit's www/)")
-    parser.add_argument("--maxclient", type=int, default=12, metavar="N")
-    parser.add_argument("--maxtotal", type=int, default=60, metavar="N")
+    parser.add_argument("--maxclient", type=positive_int, default=12, metavar="N")
+    parser.add_argument("--maxtotal", type=positive_int, default=60, metavar="N")
     parser.add_argument("--checks", metavar="ID,...", help="grade only these checks")
-    parser.add_argument("--budget", type=float, default=budget, metavar="SECONDS",
+    parser.add_argument("--budget", type=positive_float, default=budget, metavar="SECONDS",
                         help=f"time for one submission, build included (default {budget:g})")
     parser.add_argument("--run-as", metavar="USER",
                         help="build and run the submission as USER (root only)")
     parser.add_argument("--visibility", choices=VISIBILITIES, default="visible")
     parser.add_argument("--stdout-visibility", choices=VISIBILITIES, default="hidden")
-    parser.add_argument("--log-lines", type=int, default=20, metavar="N")
-    parser.add_argument("--timeout-scale", type=float, default=1.0, metavar="F")
+    parser.add_argument("--log-lines", type=nonnegative_int, default=20, metavar="N")
+    parser.add_argument("--timeout-scale", type=positive_float, default=1.0, metavar="F")
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    problems = [f"--budget must be > 0: {args.budget}"] if args.budget <= 0 else []
-    problems += [f"--hidden-dir {d}: not a directory" for d in args.hidden_dir if not d.is_dir()]
+    problems = [f"--hidden-dir {d}: not a directory" for d in args.hidden_dir if not d.is_dir()]
     problems += [f"--rubric {args.rubric}: no such file"] if not args.rubric.is_file() else []
     if problems:
         print(f"autograde.py: error: {problems[0]}", file=sys.stderr)
@@ -185,7 +185,7 @@ def cmd_all(args: argparse.Namespace) -> int:
         return 2
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    jobs = max(1, args.jobs)
+    jobs = args.jobs
     config.jobs = max(1, (os.cpu_count() or 1) // jobs)
     outcomes: Dict[str, Optional[Outcome]] = {name: None for name in students}
     errors: Dict[str, str] = {}
@@ -337,7 +337,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     batch = sub.add_parser("all", help="grade every folder of SUBMISSIONS into OUT/grades.csv")
     batch.add_argument("submissions", type=Path, metavar="SUBMISSIONS")
     batch.add_argument("--out", type=Path, required=True, metavar="OUT")
-    batch.add_argument("--jobs", type=int, default=1, metavar="N",
+    batch.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                        help="submissions graded at once (default 1: the checks time things)")
     add_config_options(batch, budget=900)
     batch.set_defaults(func=cmd_all)

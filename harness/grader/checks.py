@@ -15,7 +15,7 @@ import time
 from typing import List, Optional
 
 from . import httpclient
-from .context import REFUSAL_STATUSES, CheckContext, client_ips, readable
+from .context import REFUSAL_STATUSES, CheckContext, client_ips, is_refusal, readable
 from .registry import CheckFailed, check
 from .server import describe_status
 
@@ -385,7 +385,7 @@ def refusal_point(ctx: CheckContext, sources: List[str]) -> Optional[int]:
     for position, sock in enumerate(socks, 1):
         if sock in answered:
             raw, how = ctx.read_reply(sock, 1.0)
-            if raw[9:12].decode("latin-1") in {str(s) for s in REFUSAL_STATUSES}:
+            if is_refusal(raw):
                 found = position
                 break
     for sock in socks:

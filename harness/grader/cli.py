@@ -18,7 +18,7 @@ from . import report, rubric
 from .context import REQUIRED_FILES, TEST_FILES, Settings
 from .registry import PROFILES, REGISTRY, VISIBILITIES, load_check_dir
 from .runner import Result, not_run, run_check
-from .server import PLACEHOLDERS, absolutize, validate_template
+from .server import PLACEHOLDERS, absolutize, as_user, validate_template
 
 HARNESS_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RUBRIC = HARNESS_DIR / "rubric.toml"
@@ -137,24 +137,40 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0: {text!r}")
-    return value
+def whole_number(minimum: int):
+    """An argparse type: a whole number of at least @p minimum."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}: {text!r}")
+        return value
+
+    return parse
 
 
-def nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0: {text!r}")
-    return value
+def finite_number(zero_allowed: bool):
+    """An argparse type: a finite number > 0, or >= 0 when @p zero_allowed."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (value >= 0 if zero_allowed else value > 0) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a number {'>=' if zero_allowed else '>'} 0: {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = whole_number(1)
+nonnegative_int = whole_number(0)
+positive_float = finite_number(zero_allowed=False)
+nonnegative_float = finite_number(zero_allowed=True)
 
 
 def resolve_user(spec: str) -> Tuple[int, int]:
@@ -178,9 +194,7 @@ def resolve_user(spec: str) -> Tuple[int, int]:
 
 def readable_by(user: Tuple[int, int], path: Path) -> bool:
     """Whether @p user can read @p path: asked of the kernel, as that user."""
-    uid, gid = user
-    test = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-                           "test", "-r", str(path)], stdin=subprocess.DEVNULL,
+    test = subprocess.run(as_user(user, ["test", "-r", str(path)]), stdin=subprocess.DEVNULL,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
     return test.returncode == 0
 
@@ -207,26 +221,6 @@ def out_from(argv: list) -> Optional[Path]:
     return known.out.resolve()
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0: {text!r}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -239,10 +233,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def usage_error(message: str):
-    raise UsageError(message)
-
-
 def grade(argv: list) -> int:
     """Parses @p argv, grades, writes the reports; returns the exit status."""
     args = parse_args(argv)
@@ -250,7 +240,7 @@ def grade(argv: list) -> int:
     try:
         validate_template(args.server_cmd)
     except ValueError as error:
-        return usage_error(f"--server-cmd: {error}")
+        raise UsageError(f"--server-cmd: {error}")
     command, changes = absolutize(args.server_cmd, Path.cwd())
     for old, new in changes:
         print(f"grade.py: note: {old} is relative to {Path.cwd()}: the server runs in its "
@@ -258,18 +248,18 @@ def grade(argv: list) -> int:
     root = args.root.resolve()
     missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
     if missing:
-        return usage_error(f"--root {root}: missing {', '.join(missing)}")
+        raise UsageError(f"--root {root}: missing {', '.join(missing)}")
     try:
         for directory in args.hidden_dir:
             load_check_dir(directory.resolve())
         entries = rubric.load(args.rubric)
     except ValueError as error:
-        return usage_error(str(error))
+        raise UsageError(str(error))
     if run_as is not None:
         exposed = [path for directory in args.hidden_dir for path in sorted(directory.resolve().glob("*.py"))
                    if readable_by(run_as, path)]
         if exposed:
-            return usage_error(f"--run-as {args.run_as} can read the hidden check {exposed[0]}: a "
+            raise UsageError(f"--run-as {args.run_as} can read the hidden check {exposed[0]}: a "
                                f"server could print it into a visible check's log. Make the hidden "
                                f"checks readable by their owner only (chmod -R go-rwx)")
     for check_id in entries:
@@ -281,7 +271,7 @@ def grade(argv: list) -> int:
         wanted = [name.strip() for name in args.checks.split(",") if name.strip()]
         unknown = [name for name in wanted if name not in {c.id for c in selected}]
         if unknown:
-            return usage_error(f"--checks: {', '.join(unknown)} not among the checks of profile "
+            raise UsageError(f"--checks: {', '.join(unknown)} not among the checks of profile "
                                f"{args.profile}: {', '.join(c.id for c in selected)}")
         selected = [c for c in selected if c.id in wanted]
     if args.list == "json":
@@ -300,7 +290,7 @@ def grade(argv: list) -> int:
         for old in logs.glob("*.std*"):
             old.unlink()
     except OSError as error:
-        return usage_error(f"--out {out}: {error}")
+        raise UsageError(f"--out {out}: {error}")
     remove_stale_reports(out)
     settings = Settings(
         command=command, profile=args.profile, maxclient=args.maxclient,

@@ -34,6 +34,11 @@ TEST_FILES = {"grader-data/big.bin": 2 << 20, "grader-data/medium.bin": 300_000}
 REFUSAL_STATUSES = (429, 503)
 
 
+def is_refusal(raw: bytes) -> bool:
+    """Whether @p raw starts with a status line of REFUSAL_STATUSES."""
+    return raw[9:12].decode("latin-1") in {str(status) for status in REFUSAL_STATUSES}
+
+
 @dataclass
 class Settings:
     """One grading run's parameters, shared by all its checks."""
@@ -233,7 +238,7 @@ class CheckContext:
             problem = (f"{len(closed)} of {len(socks)} idle connections (within the limits) were "
                        f"answered or closed at once; connection #{index + 1} from "
                        f"{source_ips[index]} got: {httpclient.describe(raw, how)}")
-            if raw[9:12].decode("latin-1") in {str(s) for s in REFUSAL_STATUSES}:
+            if is_refusal(raw):
                 same = source_ips[:index + 1].count(source_ips[index])
                 problem += (f". It was refused as connection {same} from that address and "
                             f"{index + 1} in all, within -maxclient {self.maxclient} and "

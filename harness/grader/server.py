@@ -178,11 +178,7 @@ class ServerProcess:
 
     def _argv(self) -> List[str]:
         """The shell running the command, under ``run_as`` when given."""
-        shell = ["/bin/sh", "-c", self.command]
-        if self.run_as is None:
-            return shell
-        uid, gid = self.run_as
-        return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *shell]
+        return as_user(self.run_as, ["/bin/sh", "-c", self.command])
 
     def _wait_ready(self, startup_timeout: float) -> None:
         deadline = time.monotonic() + startup_timeout
@@ -230,30 +226,12 @@ class ServerProcess:
 
     def _kill(self, proc: subprocess.Popen) -> int | None:
         with signals_deferred():  # a Ctrl-C or SIGTERM now must not leave half a cleanup
-            return self._kill_everything(proc)
-
-    def _kill_everything(self, proc: subprocess.Popen) -> int | None:
-        if proc.poll() is None:
-            signal_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                pass
-        # Children that outlived the leader (or ignored SIGTERM) go too.
-        signal_group(proc.pid, signal.SIGKILL)
-        try:
-            proc.wait(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            pass
-        # Then whatever left the group: daemons, `setsid -f`, whoever still holds the port.
-        uid = self.run_as[0] if self.run_as else None
-        for pid, command in leftover_processes(self.token, self.port, uid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                continue
-            self.escaped.append(f"pid {pid}: {command}")
-        return proc.poll()
+            status = stop_session(proc, STOP_GRACE)
+            # Then whatever left the group: daemons, `setsid -f`, whoever holds the port.
+            uid = self.run_as[0] if self.run_as else None
+            killed = kill_all(leftover_processes(self.token, self.port, uid))
+        self.escaped += [f"pid {pid}: {command}" for pid, command in killed]
+        return status
 
     def log_tails(self, lines: int = 20) -> str:
         """The tails of the server's stdout and stderr, labelled, or '' when both are empty."""
@@ -285,6 +263,45 @@ class signals_deferred:
         if self.active:
             signal.pthread_sigmask(signal.SIG_SETMASK, self.previous)
         return False
+
+
+def as_user(user: Optional[Tuple[int, int]], argv: List[str]) -> List[str]:
+    """@p argv run as @p user (uid, gid) with no supplementary groups, through ``setpriv``;
+    @p argv itself when @p user is None."""
+    if user is None:
+        return argv
+    uid, gid = user
+    return ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *argv]
+
+
+def stop_session(proc: subprocess.Popen, grace: float) -> int | None:
+    """Stops @p proc, started in a session of its own, and its whole process group: SIGTERM,
+    then SIGKILL after @p grace seconds (also to children that outlived the leader or ignored
+    SIGTERM). Returns the leader's status (None if it still has not exited)."""
+    if proc.poll() is None:
+        signal_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    signal_group(proc.pid, signal.SIGKILL)
+    try:
+        proc.wait(timeout=max(grace, 1.0))
+    except subprocess.TimeoutExpired:
+        pass
+    return proc.poll()
+
+
+def kill_all(processes: List[Tuple[int, str]]) -> List[Tuple[int, str]]:
+    """SIGKILLs each (pid, command) of @p processes; returns those that were signalled."""
+    killed = []
+    for pid, command in processes:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+        killed.append((pid, command))
+    return killed
 
 
 def signal_group(pgid: int, signum: int) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from . import contract
-from .server import find_processes, signal_group, tail
+from .cli import resolve_user
+from .server import as_user, find_processes, kill_all, stop_session, tail
 
 HARNESS_DIR = Path(__file__).resolve().parent.parent
 #: Environment variable marking every process a submission's grading starts.
@@ -80,7 +80,7 @@ def grade_submission(submission: Path, out: Path, config: Config,
     stop = stop or threading.Event()
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("results.json", "build.log"):
-        (out / stale).unlink() if (out / stale).exists() else None
+        (out / stale).unlink(missing_ok=True)
     deadline = time.monotonic() + config.budget
     token = uuid.uuid4().hex
     user = resolve_run_as(config.run_as)
@@ -97,7 +97,8 @@ def grade_submission(submission: Path, out: Path, config: Config,
         built, why = build(source, out / "build.log", config, user, token, deadline, stop)
         if not built:
             status = "timeout" if why == "timeout" else ("incomplete" if why == "stopped" else "build-failed")
-            results = unbuilt_results(listing, out / "build.log", why, time.monotonic() - started)
+            results = unbuilt_results(listing, out / "build.log", why, time.monotonic() - started,
+                                      config)
             return finish(out, status, results)
         parts = []
         status = "ok"
@@ -110,7 +111,7 @@ def grade_submission(submission: Path, out: Path, config: Config,
                 break
         for target in config.targets[len(parts):]:
             parts.append((target, None, listing[target.binary]))
-        results = merge(parts, status, time.monotonic() - started)
+        results = merge(parts, status, time.monotonic() - started, config)
         return finish(out, status, results)
     finally:
         kill_marked(token)
@@ -133,10 +134,7 @@ def finish(out: Path, status: str, results: dict) -> Outcome:
 
 def resolve_run_as(spec: Optional[str]) -> Optional[Tuple[int, int]]:
     """(uid, gid) of @p spec (a name or UID[:GID]), or None."""
-    if not spec:
-        return None
-    from .cli import resolve_user  # one parser of the option, with its checks
-    return resolve_user(spec)
+    return resolve_user(spec) if spec else None
 
 
 def run_bounded(argv: List[str], cwd: Path, log: Path, token: str, deadline: float,
@@ -145,8 +143,7 @@ def run_bounded(argv: List[str], cwd: Path, log: Path, token: str, deadline: flo
     """Runs @p argv in its own session, output appended to @p log, until it ends, @p deadline
     passes or @p stop is set. Returns ("done", status), ("timeout", None) or ("stopped", None).
     Stopping sends SIGTERM to its session, SIGKILL after @p grace seconds."""
-    if user is not None:
-        argv = ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", *argv]
+    argv = as_user(user, argv)
     env = {**os.environ, BATCH_VARIABLE: token, "PYTHONUNBUFFERED": "1"}
     if user is not None:
         env["HOME"] = str(cwd)
@@ -161,28 +158,17 @@ def run_bounded(argv: List[str], cwd: Path, log: Path, token: str, deadline: flo
                 pass
             if stop.is_set() or time.monotonic() >= deadline:
                 why = "stopped" if stop.is_set() else "timeout"
-                signal_group(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    pass
-                signal_group(proc.pid, signal.SIGKILL)
-                proc.wait()
+                stop_session(proc, grace)
                 return why, None
     except BaseException:
-        signal_group(proc.pid, signal.SIGKILL)
-        proc.wait()
+        stop_session(proc, 0)
         raise
 
 
 def kill_marked(token: str) -> None:
     """Kills every process still carrying the submission's @p token (a server left running by
     a grader that was killed, a compiler of a build that ran out of time)."""
-    for pid, _ in find_processes(f"{BATCH_VARIABLE}={token}"):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    kill_all(find_processes(f"{BATCH_VARIABLE}={token}"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,27 +194,38 @@ def build(source: Path, log: Path, config: Config, user, token: str, deadline: f
     return True, ""
 
 
-def unbuilt_results(listing: Dict[str, List[dict]], log: Path, why: str, elapsed: float) -> dict:
+def unbuilt_results(listing: Dict[str, List[dict]], log: Path, why: str, elapsed: float,
+                    config: Config) -> dict:
     """results.json for a submission that could not be built: 0 points of the full maximum,
     the reason and the end of the build log visible."""
     reason = {"timeout": "the build did not finish within the time budget",
               "stopped": "grading was stopped during the build"}.get(why, why)
-    tests = []
-    for binary, checks in listing.items():
-        for c in checks:
-            tests.append({"name": f"{binary}/{c['id']}: {c['title']}", "score": 0.0,
-                          "max_score": c["points"], "status": "failed", "visibility": c["visibility"],
-                          "output": f"not run: the submission was not built ({reason})"})
-    for number, test in enumerate(tests, 1):
-        test["number"] = str(number)
+    tests = [test for binary, checks in listing.items()
+             for test in not_run_tests(binary, checks, f"the submission was not built ({reason})")]
     visible_max = sum(t["max_score"] for t in tests if t["visibility"] == "visible")
     output = (f"The submission was not built: {reason}. 0/{visible_max:g} points on the visible "
               f"checks.\n\nLast lines of the build log:\n{tail(log, BUILD_LOG_LINES, 16000)}")
-    return {"score": 0.0, "max_score": sum(t["max_score"] for t in tests),
-            "execution_time": round(elapsed, 3), "output": output, "visibility": "visible",
-            "stdout_visibility": "hidden",
-            "extra_data": {"complete": why not in ("timeout", "stopped"), "stopped": reason},
-            "tests": tests}
+    return results_json(tests, output, elapsed, config,
+                        {"complete": why not in ("timeout", "stopped"), "stopped": reason})
+
+
+def not_run_tests(binary: str, checks: List[dict], why: str) -> List[dict]:
+    """Gradescope tests for @p checks of @p binary that did not run, each worth 0."""
+    return [{"name": f"{binary}/{c['id']}: {c['title']}", "score": 0.0, "max_score": c["points"],
+             "status": "failed", "visibility": c["visibility"], "output": f"not run: {why}"}
+            for c in checks]
+
+
+def results_json(tests: List[dict], output: str, elapsed: float, config: Config,
+                 extra: dict) -> dict:
+    """A submission's results.json around @p tests (numbered here; scores summed)."""
+    for number, test in enumerate(tests, 1):
+        test["number"] = str(number)
+    return {"score": round(sum(t["score"] for t in tests), 2),
+            "max_score": sum(t["max_score"] for t in tests),
+            "execution_time": round(elapsed, 3), "output": output,
+            "visibility": config.visibility, "stdout_visibility": config.stdout_visibility,
+            "extra_data": extra, "tests": tests}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +287,7 @@ class GraderFailed(Exception):
 
 
 def merge(parts: List[Tuple[contract.Target, Optional[dict], List[dict]]], status: str,
-          elapsed: float) -> dict:
+          elapsed: float, config: Config) -> dict:
     """One results.json from each program's; programs not graded count their checks as 0."""
     tests = []
     outputs = []
@@ -298,25 +295,13 @@ def merge(parts: List[Tuple[contract.Target, Optional[dict], List[dict]]], statu
         if results is None:
             why = {"timeout": "the time budget ran out", "incomplete": "grading was stopped"}.get(
                 status, "grading did not reach it")
-            for c in listing:
-                tests.append({"name": f"{target.binary}/{c['id']}: {c['title']}", "score": 0.0,
-                              "max_score": c["points"], "status": "failed",
-                              "visibility": c["visibility"], "output": f"not run: {why}"})
+            tests += not_run_tests(target.binary, listing, why)
             outputs.append(f"{target.binary}: not graded ({why}).")
             continue
-        for test in results["tests"]:
-            tests.append({**test, "name": f"{target.binary}/{test['name']}"})
+        tests += [{**test, "name": f"{target.binary}/{test['name']}"} for test in results["tests"]]
         outputs.append(f"{target.binary}: {results['output']}")
-    for number, test in enumerate(tests, 1):
-        test["number"] = str(number)
-    visibility = parts[0][1]["visibility"] if parts and parts[0][1] else "visible"
-    stdout_visibility = parts[0][1]["stdout_visibility"] if parts and parts[0][1] else "hidden"
     if status == "timeout":
         outputs.insert(0, "INCOMPLETE: the time budget ran out; the score is not final.")
     elif status == "incomplete":
         outputs.insert(0, "INCOMPLETE: grading did not finish; the score is not final.")
-    return {"score": round(sum(t["score"] for t in tests), 2),
-            "max_score": sum(t["max_score"] for t in tests),
-            "execution_time": round(elapsed, 3), "output": "\n".join(outputs),
-            "visibility": visibility, "stdout_visibility": stdout_visibility,
-            "extra_data": {"complete": status == "ok"}, "tests": tests}
+    return results_json(tests, "\n".join(outputs), elapsed, config, {"complete": status == "ok"})
