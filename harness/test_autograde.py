@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HARNESS_DIR
-from test_grader import GRADER_PYTHON, no_process_mentions
+from test_grader import GRADER_PYTHON, no_process_mentions, wait_for_process
 from test_handout import skip_under_sanitizers
 
 REPO_DIR = HARNESS_DIR.parent
@@ -271,10 +271,7 @@ def test_grade_all_stops_cleanly_on_sigterm(tmp_path, submissions):
                              str(out), "--jobs", "2", "--budget", "300"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)})
     try:
-        deadline = time.monotonic() + 60
-        while not no_process_mentions(token) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert no_process_mentions(token), "carol's server never started"
+        assert wait_for_process(token), "carol's server never started"
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)
     finally:

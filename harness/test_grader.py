@@ -159,6 +159,16 @@ def stage_cmd(stage: str, *extra: str) -> str:
     return " ".join([shlex.quote(str(binary(stage))), "-p", "{port}", "-r", "{root}", *extra])
 
 
+def wait_for_process(token: str, timeout: float = 60) -> bool:
+    """Waits until a live process's command line contains @p token; False if none does."""
+    deadline = time.monotonic() + timeout
+    while not no_process_mentions(token):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def no_process_mentions(token: str) -> list[str]:
     """Command lines of live processes that contain @p token (should be none)."""
     found = []
@@ -496,18 +506,15 @@ def test_fail_under(tmp_path, floor, status):
 def test_sigterm_stops_everything_and_marks_results_incomplete(tmp_path):
     token = f"grader-test-{uuid.uuid4().hex}"
     out = tmp_path / "out"
-    env = {**os.environ, "TMPDIR": str(tmp_path)}  # the check's temporary directories go here
     (tmp_path / "tmp").mkdir()
-    env["TMPDIR"] = str(tmp_path / "tmp")
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}  # the checks' temporary directories
     proc = subprocess.Popen([GRADER_PYTHON, str(GRADE), "--profile", "limited", "--out", str(out),
                              "--server-cmd", quirky(f"--leave-behind {token}")],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
     try:
-        deadline = time.monotonic() + 60
-        while not no_process_mentions(token) and time.monotonic() < deadline:
-            time.sleep(0.1)  # the first server has started (and left its process behind)
-        assert no_process_mentions(token), "the server never started"
+        # The first server has started (and left its process behind).
+        assert wait_for_process(token), "the server never started"
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=30)
