@@ -332,8 +332,10 @@ SignalWatcher::SignalWatcher() {
 
 SignalWatcher::~SignalWatcher() {
     leaving_.store(true);
-    // Still waiting if no stop signal came (main is leaving for another reason): wake it.
-    if (!shutdown_requested()) ::pthread_kill(thread_.native_handle(), SIGUSR1);
+    // Still waiting unless a stop signal came (the shutdown may also have been requested by
+    // a direct call to request_shutdown()): wake it. A watcher that has already returned is
+    // not signalled: its thread is gone, and pthread_kill() only reports that.
+    ::pthread_kill(thread_.native_handle(), SIGUSR1);
     thread_.join();
 }
 
