@@ -83,6 +83,10 @@ void EventLoop::accept_clients(Clock::time_point now) {
         }
         if (client) {
             admit(std::move(*client), std::move(admission), now);
+            if (++accepted_ % kRotateEvery == 0) {
+                rotate_listener();
+                return;  // clients still queued are reported again by the next epoll_wait()
+            }
             continue;
         }
         if (out_of_resources(error)) {
@@ -207,6 +211,13 @@ void EventLoop::resume_accepting() {
     accepting_ = control(epoll_.get(), EPOLL_CTL_ADD, shared_.listener.fd(),
                          EPOLLIN | EPOLLEXCLUSIVE, kListenerId);
     if (!accepting_) pause_accepting(Clock::now());
+}
+
+// Registers the listener again, which puts this loop last among those the kernel wakes for a
+// new client: the loops take turns instead of the first one taking nearly all of them.
+void EventLoop::rotate_listener() {
+    control(epoll_.get(), EPOLL_CTL_DEL, shared_.listener.fd(), 0, kListenerId);
+    resume_accepting();  // if the kernel refuses, accepting pauses and retries later
 }
 
 // SIGINT/SIGTERM: accept no more, end what waits on clients, give replies a short grace.

@@ -20,6 +20,9 @@ namespace lab {
 /// @brief Most clients one loop accepts per wake-up before it serves its connections again.
 inline constexpr int kAcceptBatch = 64;
 
+/// @brief Clients a loop accepts before it moves to the back of the listener's wake-up queue.
+inline constexpr std::uint64_t kRotateEvery = 16;
+
 /// @brief What every loop of the server shares (all of it thread-safe or read-only).
 struct Shared {
     Listener& listener;            ///< The one listening socket, non-blocking.
@@ -36,8 +39,10 @@ struct Shared {
 /// Level-triggered epoll: a socket that is still readable or writable is reported again, so a
 /// connection that stops after a slice of work is picked up on the next round. Every loop
 /// watches the same listening socket with EPOLLEXCLUSIVE, so one loop (not all) wakes per
-/// arriving client, and there is one listen queue for all of them. Deadlines live in a
-/// TimerQueue and bound the wait of epoll_wait().
+/// arriving client, and there is one listen queue for all of them. The kernel wakes the first
+/// waiting loop in the order the loops registered the listener, so without care the first loop
+/// takes nearly every client; every kRotateEvery clients a loop registers again, which puts it
+/// last in that order. Deadlines live in a TimerQueue and bound the wait of epoll_wait().
 class EventLoop {
   public:
     /// @brief Sets up epoll for @p shared's listener and the shutdown descriptor; throws
@@ -50,6 +55,9 @@ class EventLoop {
 
     /// @brief Serves until shutdown is requested and every connection has finished.
     void run();
+
+    /// @brief Clients this loop took from the listener (read it once run() has returned).
+    [[nodiscard]] std::uint64_t accepted() const noexcept { return accepted_; }
 
   private:
     struct Watched {
@@ -67,6 +75,7 @@ class EventLoop {
     void expire(Clock::time_point now);
     void pause_accepting(Clock::time_point now);
     void resume_accepting();
+    void rotate_listener();
     void begin_shutdown(Clock::time_point now);
 
     const Shared& shared_;
@@ -75,6 +84,7 @@ class EventLoop {
     std::deque<std::uint64_t> refused_;  // lingering refusals, oldest first
     TimerQueue timers_;
     std::uint64_t next_id_ = kFirstConnectionId;
+    std::uint64_t accepted_ = 0;
     bool accepting_ = true;
     Clock::time_point resume_at_ = Clock::time_point::max();
     bool stopping_ = false;
