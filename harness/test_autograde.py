@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from conftest import HARNESS_DIR
-from test_grader import GRADER_PYTHON, no_process_mentions, wait_for_process
+from test_grader import GRADER_PYTHON, no_process_mentions, sigterm_once_started
 from test_handout import skip_under_sanitizers
 
 REPO_DIR = HARNESS_DIR.parent
@@ -270,13 +270,7 @@ def test_grade_all_stops_cleanly_on_sigterm(tmp_path, submissions):
     proc = subprocess.Popen([GRADER_PYTHON, str(AUTOGRADE), "all", str(submissions), "--out",
                              str(out), "--jobs", "2", "--budget", "300"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)})
-    try:
-        assert wait_for_process(token), "carol's server never started"
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _, stderr = sigterm_once_started(proc, token, "carol's server")
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert not no_process_mentions(token), "a server outlived the batch"
     assert not list(scratch.iterdir()), "temporary directories left behind"

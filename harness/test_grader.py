@@ -169,6 +169,21 @@ def wait_for_process(token: str, timeout: float = 60) -> bool:
     return True
 
 
+def sigterm_once_started(proc: subprocess.Popen, token: str, what: str, settle: float = 0.0,
+                         timeout: float = 60) -> tuple[str, str]:
+    """Waits until a process carrying @p token runs (@p what names it in the failure), lets
+    @p settle seconds pass, sends SIGTERM to @p proc and returns its (stdout, stderr); @p proc is
+    killed if anything fails on the way."""
+    try:
+        assert wait_for_process(token), f"{what} never started"
+        time.sleep(settle)
+        proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def no_process_mentions(token: str) -> list[str]:
     """Command lines of live processes that contain @p token (should be none)."""
     found = []
@@ -512,15 +527,8 @@ def test_sigterm_stops_everything_and_marks_results_incomplete(tmp_path):
                              "--server-cmd", quirky(f"--leave-behind {token}")],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
-    try:
-        # The first server has started (and left its process behind).
-        assert wait_for_process(token), "the server never started"
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # Once the first server has started (and left its process behind).
+    stdout, stderr = sigterm_once_started(proc, token, "the server", settle=0.5, timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert "stopped by SIGTERM" in stderr
     time.sleep(0.5)
