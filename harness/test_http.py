@@ -428,6 +428,33 @@ def test_access_log_in_common_log_format(server, site):
     assert third["bytes"] in ("0", "-")
 
 
+def test_access_log_counts_what_an_interrupted_download_got(server, site):
+    """A client that leaves mid-download: the line keeps the status and counts the body bytes
+    that went out, neither 0 nor the whole file."""
+    size = 32 << 20  # far more than the socket buffers of both ends hold
+    site.add_file("big.bin", bytes(size))
+    received = b""
+    # A small receive window keeps the server from getting far ahead of what the client read.
+    with connect(server.port, rcvbuf=64 << 10) as sock:
+        sock.sendall(b"GET /big.bin HTTP/1.0\r\n\r\n")
+        while len(received) < (1 << 20):
+            chunk = sock.recv(65536)
+            assert chunk, f"the server closed after {len(received)} bytes"
+            received += chunk
+        # Closing with unread bytes resets the connection: the server's next send fails.
+    head_end = received.index(b"\r\n\r\n") + 4
+    assert received[:head_end].startswith(b"HTTP/1.0 200 OK\r\n")
+    body_received = len(received) - head_end
+    assert server.stop() == 0
+    lines = server.log_lines()
+    assert len(lines) == 1, lines
+    line = CLF_RE.match(lines[0])
+    assert line, lines
+    assert line["request"] == "GET /big.bin HTTP/1.0"
+    assert line["status"] == "200"
+    assert body_received <= int(line["bytes"]) < size, (body_received, lines)
+
+
 def test_quiet_suppresses_access_log(stage, site, servers):
     server = servers(stage, site.root, "-q")
     assert_status(request(server.port, "/notes.txt"), 200)

@@ -132,6 +132,7 @@ void EventConnection::start_reply(Response response, Clock::time_point now) {
     response_ = std::move(response);
     logged_line_ = logged_request_line(parser_.result(), bytes_);
     wire_ = serialize_head(response_, std::time(nullptr));
+    head_size_ = wire_.size();
     if (response_.body_bytes_sent() > 0) {
         if (response_.file.valid()) {
             file_left_ = response_.file_size;
@@ -185,10 +186,17 @@ Interest EventConnection::send_reply(Clock::time_point now) {
     return Interest::write;
 }
 
-// Logs the request; then lingers after an error reply, or closes.
+// Bytes of the body the kernel has taken so far: from wire_ past the head, then from the file.
+std::uint64_t EventConnection::body_bytes_out() const noexcept {
+    const auto from_file = static_cast<std::uint64_t>(file_offset_);  // sendfile() moves it
+    return (wire_sent_ > head_size_ ? wire_sent_ - head_size_ : 0) + from_file;
+}
+
+// Logs the request (an interrupted reply with the part of its body that went out); then
+// lingers after an error reply, or closes.
 Interest EventConnection::finish_reply(bool sent, Clock::time_point now) {
     const int status = response_.status;
-    log_access(connection_.peer_ip, logged_line_, status, sent ? response_.body_bytes_sent() : 0);
+    log_access(connection_.peer_ip, logged_line_, status, body_bytes_out());
     if (sent && counted_as_served_) ++counters_.served;
     response_ = Response();  // closes the file
     wire_ = std::string();

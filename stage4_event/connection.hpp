@@ -68,6 +68,7 @@ class EventConnection {
     Interest head_ended(bool timed_out, Clock::time_point now);
     void start_reply(Response response, Clock::time_point now);
     Interest send_reply(Clock::time_point now);
+    [[nodiscard]] std::uint64_t body_bytes_out() const noexcept;
     Interest finish_reply(bool sent, Clock::time_point now);
     Interest linger(Clock::time_point now);
     Interest close();
@@ -87,7 +88,8 @@ class EventConnection {
 
     // Sending.
     Response response_;
-    std::string wire_;  // status line, headers and an in-memory body
+    std::string wire_;           // status line, headers and an in-memory body
+    std::size_t head_size_ = 0;  // the status line and headers, at the front of wire_
     std::size_t wire_sent_ = 0;
     std::uint64_t file_left_ = 0;
     off_t file_offset_ = 0;

@@ -229,15 +229,17 @@ namespace {
 // Shared loop of send_all() and send_file(): `step` sends some bytes and returns what
 // send()/sendfile() returned; waits for room while the peer keeps taking data.
 template <class Step>
-IoStatus send_loop(int fd, std::uint64_t total, std::chrono::milliseconds idle_timeout, Step step) {
-    std::uint64_t done = 0;
+SendResult send_loop(int fd, std::uint64_t total, std::chrono::milliseconds idle_timeout,
+                     Step step) {
+    SendResult result;
+    std::uint64_t& done = result.sent;
     // A reply under way when shutdown is requested gets kShutdownGrace more to finish.
     auto hard_deadline = Clock::time_point::max();
     while (done < total) {
         if (hard_deadline == Clock::time_point::max() && shutdown_requested()) {
             hard_deadline = Clock::now() + kShutdownGrace;
         }
-        if (Clock::now() >= hard_deadline) return IoStatus::stopped;
+        if (Clock::now() >= hard_deadline) return {IoStatus::stopped, done};
         const ssize_t n = step(done);
         if (n > 0) {
             done += static_cast<std::uint64_t>(n);
@@ -245,30 +247,31 @@ IoStatus send_loop(int fd, std::uint64_t total, std::chrono::milliseconds idle_t
         }
         if (n < 0 && errno == EINTR) continue;
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            return errno == EPIPE || errno == ECONNRESET ? IoStatus::closed : IoStatus::error;
+            const bool gone = errno == EPIPE || errno == ECONNRESET;
+            return {gone ? IoStatus::closed : IoStatus::error, done};
         }
-        if (n == 0) return IoStatus::error;  // the file shrank under us
+        if (n == 0) return {IoStatus::error, done};  // the file shrank under us
         const auto deadline = std::min(Clock::now() + idle_timeout, hard_deadline);
         const IoStatus s =
             wait_for(fd, POLLOUT, deadline, hard_deadline == Clock::time_point::max());
         if (s == IoStatus::stopped) continue;  // the loop head starts the grace period
-        if (s != IoStatus::ok) return s;
+        if (s != IoStatus::ok) return {s, done};
     }
-    return IoStatus::ok;
+    return result;
 }
 
 }  // namespace
 
-IoStatus send_all(int fd, std::string_view data, std::chrono::milliseconds idle_timeout,
-                  bool more_follows) {
+SendResult send_all(int fd, std::string_view data, std::chrono::milliseconds idle_timeout,
+                    bool more_follows) {
     const int flags = MSG_NOSIGNAL | (more_follows ? MSG_MORE : 0);
     return send_loop(fd, data.size(), idle_timeout, [&](std::uint64_t done) {
         return ::send(fd, data.data() + done, data.size() - done, flags);
     });
 }
 
-IoStatus send_file(int fd, int file_fd, std::uint64_t count,
-                   std::chrono::milliseconds idle_timeout) {
+SendResult send_file(int fd, int file_fd, std::uint64_t count,
+                     std::chrono::milliseconds idle_timeout) {
     off_t offset = 0;
     return send_loop(fd, count, idle_timeout, [&](std::uint64_t done) {
         // sendfile moves at most ~2 GiB per call; the loop continues from `offset`.

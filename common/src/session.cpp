@@ -94,17 +94,27 @@ Response answer(const Request& request, const std::string& peer_ip, const Server
     return response;
 }
 
-// Writes head and body; false if the client stalled past the limit or went away.
-bool send_response(int fd, const Response& response, std::chrono::milliseconds idle_timeout) {
+// What went out of a reply: all of it or not, and how much of its body (for the access log).
+struct Sent {
+    bool complete = false;
+    std::uint64_t body_bytes = 0;
+};
+
+// Writes head and body; stops early if the client stalled past the limit or went away.
+Sent send_response(int fd, const Response& response, std::chrono::milliseconds idle_timeout) {
     std::string head = serialize_head(response, std::time(nullptr));
+    const std::size_t head_size = head.size();
     const bool body = response.body_bytes_sent() > 0;
     if (body && response.file.valid()) {
         // MSG_MORE lets the kernel put the head and the start of the file in one segment.
-        if (send_all(fd, head, idle_timeout, true) != IoStatus::ok) return false;
-        return send_file(fd, response.file.get(), response.file_size, idle_timeout) == IoStatus::ok;
+        if (send_all(fd, head, idle_timeout, true).status != IoStatus::ok) return {};
+        const SendResult file =
+            send_file(fd, response.file.get(), response.file_size, idle_timeout);
+        return {file.status == IoStatus::ok, file.sent};
     }
     if (body) head += response.body;
-    return send_all(fd, head, idle_timeout) == IoStatus::ok;
+    const SendResult all = send_all(fd, head, idle_timeout);
+    return {all.status == IoStatus::ok, all.sent > head_size ? all.sent - head_size : 0};
 }
 
 }  // namespace
@@ -171,9 +181,9 @@ namespace {
 SessionOutcome give_up_slot(Connection& connection, const HeadRead& head,
                             const ServerContext& context) {
     const Response response = reclaimed_response(head.parsed);
-    const bool sent = send_response(connection.fd.get(), response, context.timeout);
+    const Sent sent = send_response(connection.fd.get(), response, context.timeout);
     log_access(connection.peer_ip, logged_request_line(head.parsed, head.bytes), 408,
-               sent ? response.body_bytes_sent() : 0);
+               sent.body_bytes);
     // Its reading side is shut already; what arrived is dropped and the socket closes.
     close_gracefully(std::move(connection.fd), std::chrono::milliseconds(0));
     return SessionOutcome::reclaimed;
@@ -196,14 +206,15 @@ SessionOutcome serve(Connection& connection, const ServerContext& context,
     const bool timed_out = head.outcome == SessionOutcome::timed_out;
     if (timed_out && head.bytes.empty()) return SessionOutcome::timed_out;
     const Response response = respond(head.parsed, timed_out, connection.peer_ip, context);
-    const bool sent = send_response(fd, response, context.timeout);
+    const Sent sent = send_response(fd, response, context.timeout);
+    // An interrupted reply is logged with its status and the part of the body that went out.
     log_access(connection.peer_ip, logged_request_line(head.parsed, head.bytes), response.status,
-               sent ? response.body_bytes_sent() : 0);
+               sent.body_bytes);
     // An error reply may leave request bytes unread; wait for the client before closing so
     // that the kernel does not reset the connection under the reply.
     close_gracefully(std::move(connection.fd),
                      response.status >= 400 ? kLingerTimeout : std::chrono::milliseconds(0));
-    return sent ? head.outcome : SessionOutcome::abandoned;
+    return sent.complete ? head.outcome : SessionOutcome::abandoned;
 }
 
 /// The reply for a client the server has no thread or memory for. Fixed text, so sending it

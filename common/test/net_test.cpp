@@ -1,9 +1,14 @@
-// Unit tests of the socket helpers that need no socket: which client addresses are loopback.
+// Unit tests of the socket helpers: which client addresses are loopback, which errors mean
+// "out of resources", and what send_all() reports about a reply the client did not take.
 #include "lab/net.hpp"
+
+#include <sys/socket.h>
 
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <chrono>
+#include <string>
 
 namespace {
 
@@ -32,6 +37,45 @@ TEST(OutOfResources, OnlyDescriptorAndMemoryShortagesCount) {
     for (const int err : {0, EAGAIN, EINTR, ECONNABORTED, EINVAL, EBADF}) {
         EXPECT_FALSE(lab::out_of_resources(err)) << err;
     }
+}
+
+// A connected pair of non-blocking sockets: the server's sending end and the client's end.
+struct SocketPair {
+    lab::Fd sender;
+    lab::Fd client;
+};
+
+SocketPair make_socketpair() {
+    int fds[2] = {-1, -1};
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds), 0);
+    return {lab::Fd(fds[0]), lab::Fd(fds[1])};
+}
+
+TEST(SendAll, ReportsEveryByteWhenThePeerTakesThem) {
+    SocketPair pair = make_socketpair();
+    const lab::SendResult result =
+        lab::send_all(pair.sender.get(), "hello", std::chrono::milliseconds(100));
+    EXPECT_EQ(result.status, lab::IoStatus::ok);
+    EXPECT_EQ(result.sent, 5u);
+}
+
+TEST(SendAll, CountsWhatWentOutBeforeThePeerStalled) {
+    SocketPair pair = make_socketpair();
+    const std::string data(8 << 20, 'x');  // more than a socketpair buffers
+    const lab::SendResult result =
+        lab::send_all(pair.sender.get(), data, std::chrono::milliseconds(50));
+    EXPECT_EQ(result.status, lab::IoStatus::timeout);
+    EXPECT_GT(result.sent, 0u);
+    EXPECT_LT(result.sent, data.size());
+}
+
+TEST(SendAll, NothingWentOutToAPeerThatLeft) {
+    SocketPair pair = make_socketpair();
+    pair.client.reset();
+    const lab::SendResult result =
+        lab::send_all(pair.sender.get(), "hello", std::chrono::milliseconds(100));
+    EXPECT_EQ(result.status, lab::IoStatus::closed);
+    EXPECT_EQ(result.sent, 0u);
 }
 
 }  // namespace

@@ -98,13 +98,20 @@ enum class IoStatus {
 [[nodiscard]] IoStatus read_some(int fd, char* buffer, std::size_t size, Clock::time_point deadline,
                                  std::size_t& received);
 
+/// @brief How a send ended, and how many bytes the kernel took before that.
+struct SendResult {
+    IoStatus status = IoStatus::ok;  ///< `ok` once every byte was taken.
+    std::uint64_t sent = 0;          ///< Bytes taken, all of them or those before a failure.
+};
+
 /// @brief Sends all of @p data; fails if the peer takes nothing for @p idle_timeout.
-[[nodiscard]] IoStatus send_all(int fd, std::string_view data,
-                                std::chrono::milliseconds idle_timeout, bool more_follows = false);
+[[nodiscard]] SendResult send_all(int fd, std::string_view data,
+                                  std::chrono::milliseconds idle_timeout,
+                                  bool more_follows = false);
 
 /// @brief Sends @p count bytes of @p file_fd with sendfile(); same idle rule as send_all().
-[[nodiscard]] IoStatus send_file(int fd, int file_fd, std::uint64_t count,
-                                 std::chrono::milliseconds idle_timeout);
+[[nodiscard]] SendResult send_file(int fd, int file_fd, std::uint64_t count,
+                                   std::chrono::milliseconds idle_timeout);
 
 /// @brief How long a reply already under way may go on once shutdown is requested.
 inline constexpr std::chrono::milliseconds kShutdownGrace{1000};
