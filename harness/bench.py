@@ -242,6 +242,7 @@ def run_testcases(settings, site, running, results, log):
                         "listen_overflows": _delta(drops_before, client.listen_overflows()),
                         "error": run.error,
                     })
+                    _end_leftover_handshakes(server, results.testcase_rows[-1]["listen_overflows"])
                     if run.error:
                         log(f"{case} {server.name} {mode}: {run.error}")
         log(f"testcases round {rep + 1}/{settings.tc_reps} done")
@@ -251,6 +252,19 @@ def _delta(before, after):
     return after - before if before is not None and after is not None else None
 
 
+def _end_leftover_handshakes(server, drops) -> None:
+    """Restarts @p server when the listen-queue counter moved during its run.
+
+    A full listen queue leaves handshakes behind that the kernel retries for up to a minute,
+    counting every retry as one more overflow: without this they would show up in the figures
+    of the servers measured next. Closing the listener ends them; the server starts again on
+    a new port.
+    """
+    if drops:
+        server.stop()
+        server.start()
+
+
 def _ab_run(url, n, c, settings, work, tag, server, counter):
     """ab.run for settings.run_seconds, plus the system-wide listen-queue overflows and the
     server's context switches during the run."""
@@ -258,7 +272,9 @@ def _ab_run(url, n, c, settings, work, tag, server, counter):
     ctx_before = counter.snapshot(server.pid)
     result = ab.run(url, n, c, settings.run_seconds, settings.ab_socket_timeout, work, tag)
     ctx = counter.delta(ctx_before, counter.snapshot(server.pid))
-    return result, _delta(drops_before, client.listen_overflows()), ctx
+    drops = _delta(drops_before, client.listen_overflows())
+    _end_leftover_handshakes(server, drops)
+    return result, drops, ctx
 
 
 def _ab_row(result, drops, ctx, server, file, size, concurrency, rep):
@@ -291,9 +307,11 @@ def _calibrate(settings, running, url_path, concurrencies, work, results, log, l
     for c in concurrencies:
         line, rates = [], []
         for server in running:
+            drops_before = client.listen_overflows()
             rate, result = ab.calibrate(f"http://127.0.0.1:{server.port}{url_path}", c,
                                         settings.ab_socket_timeout, work,
                                         f"{label}-{server.name}-c{c}")
+            _end_leftover_handshakes(server, _delta(drops_before, client.listen_overflows()))
             rates.append(rate)
             results.calibration_rows.append({
                 "file": url_path, "server": server.name, "concurrency": c,

@@ -24,6 +24,11 @@ MIB = 1024 * 1024
 SERVER_ORDER = ["stage1", "stage2", "stage3", "stage4", "nginx", "apache", "python"]
 #: The line that marks a --quick run, in summary.md and on the console.
 QUICK_LABEL = "quick: figures are indicative only"
+#: How the bench keeps one server's listen-queue drops out of the next server's figures.
+_RESTART_NOTE = ("A server whose run moved that counter is restarted before the next run: the "
+                 "handshakes its full queue left behind would otherwise be retried by the "
+                 "kernel for up to a minute, each retry counted again, in the runs of the "
+                 "servers that follow.")
 
 
 @dataclass
@@ -644,7 +649,7 @@ def summary_md(results: Results, tc_summary, summary, goals: list[Target], small
                   "servers share those cores, so a high value means the client is a large part "
                   "of what is measured. Listen-queue drops: the kernel's ListenOverflows counter "
                   "(system-wide) summed over the concurrent runs; each drop delays a connection "
-                  "by the 1 s SYN retransmission timeout.", ""]
+                  "by the 1 s SYN retransmission timeout. " + _RESTART_NOTE, ""]
         for case in sorted({r["testcase"] for r in tc_summary}):
             rows = [r for r in tc_summary if r["testcase"] == case]
             lines += [f"**{case}** — {rows[0]['files']} files, "
@@ -680,7 +685,7 @@ def summary_md(results: Results, tc_summary, summary, goals: list[Target], small
                   "summed over all runs, of the requests completed. ab CPU = ab's CPU time / wall "
                   "time (1.00 = ab used a whole core, i.e. the client, not the server, may be the "
                   "limit). Listen drops: the kernel's system-wide ListenOverflows counter summed "
-                  "over the runs. A req/s of – means ab gave up in every run (no connection made "
+                  "over the runs. " + _RESTART_NOTE + " A req/s of – means ab gave up in every run (no connection made "
                   f"progress for {s['ab_socket_timeout']:.0f} s) and printed no figures; the ≈ "
                   f"value is then completed requests / (wall time − "
                   f"{s['ab_socket_timeout']:.0f} s): the average rate up to ab's last progress, "
