@@ -313,7 +313,7 @@ SignalWatcher::SignalWatcher() {
     ::sigaction(SIGPIPE, &ignore, nullptr);
     // Blocked here, before any other thread exists, so every thread inherits the mask and
     // the signals are only ever taken by sigwait() below: no code runs in a signal handler.
-    // SIGUSR1 only wakes the watcher when the program ends without a stop signal.
+    // SIGUSR1 only wakes the watcher when the program ends (see ~SignalWatcher()).
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGINT);
@@ -335,9 +335,9 @@ SignalWatcher::SignalWatcher() {
 
 SignalWatcher::~SignalWatcher() {
     leaving_.store(true);
-    // Still waiting unless a stop signal came (the shutdown may also have been requested by
-    // a direct call to request_shutdown()): wake it. A watcher that has already returned is
-    // not signalled: its thread is gone, and pthread_kill() only reports that.
+    // Wake the watcher if it still waits: no stop signal came, or the shutdown was requested
+    // by a direct request_shutdown(), which does not wake it. If it returned after a stop
+    // signal, its thread is not joined yet, so the handle is valid and nothing is delivered.
     ::pthread_kill(thread_.native_handle(), SIGUSR1);
     thread_.join();
 }
