@@ -233,16 +233,17 @@ def run_testcases(settings, site, running, results, log):
                     else:
                         run = client.timed(lambda: client.run_concurrent(
                             server.port, files, settings.clients, timeout=120))
+                    drops = _delta(drops_before, client.listen_overflows())
                     results.testcase_rows.append({
                         "testcase": case, "server": server.name, "mode": mode, "rep": rep + 1,
                         "clients": settings.clients, "files_listed": len(files),
                         "bytes_listed": sum(files.values()), "seconds": run.seconds,
                         "files_ok": run.files, "bytes_ok": run.bytes,
                         "client_cpu": run.client_cpu,
-                        "listen_overflows": _delta(drops_before, client.listen_overflows()),
+                        "listen_overflows": drops,
                         "error": run.error,
                     })
-                    _end_leftover_handshakes(server, results.testcase_rows[-1]["listen_overflows"])
+                    _end_leftover_handshakes(server, drops)
                     if run.error:
                         log(f"{case} {server.name} {mode}: {run.error}")
         log(f"testcases round {rep + 1}/{settings.tc_reps} done")
