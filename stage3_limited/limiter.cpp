@@ -72,9 +72,16 @@ Reclaimable* ConnectionLimiter::Slot::reclaimable() const noexcept {
     return limiter_ != nullptr ? &entry_->reclaimable : nullptr;
 }
 
+void ConnectionLimiter::Slot::connection_closed() const noexcept {
+    if (limiter_ != nullptr) limiter_->close(entry_);
+}
+
 ConnectionLimiter::ConnectionLimiter(std::size_t max_per_client, std::size_t max_total,
-                                     bool reclaim_idle)
-    : max_per_client_(max_per_client), max_total_(max_total), reclaim_idle_(reclaim_idle) {}
+                                     bool reclaim_idle, Handover handover)
+    : max_per_client_(max_per_client),
+      max_total_(max_total),
+      reclaim_idle_(reclaim_idle),
+      handover_(handover) {}
 
 ConnectionLimiter::Admission ConnectionLimiter::try_acquire(const std::string& client) noexcept {
     // BEGIN SOLUTION stage3/try-acquire
@@ -83,14 +90,19 @@ ConnectionLimiter::Admission ConnectionLimiter::try_acquire(const std::string& c
         std::list<Entry> fresh;
         fresh.emplace_back(client);
         const std::string& key = fresh.front().client;
-        std::lock_guard lock(mutex_);
+        std::unique_lock lock(mutex_);
         // Look-up, check and increment under one lock: two connections can never both take
         // the last slot.
-        auto [count, inserted] = per_client_.try_emplace(key, 0);
+        auto count = per_client_.try_emplace(key, 0).first;
         if (count->second >= max_per_client_) return {Verdict::client_full, {}};
-        if (total_ >= max_total_ && !(reclaim_idle_ && reclaim_oldest_locked(key))) {
-            if (inserted) per_client_.erase(count);
-            return {Verdict::server_full, {}};
+        if (full_locked()) {
+            const bool room = reclaim_idle_ && make_room_locked(lock, key);
+            // Making room may have waited, and the table changed meanwhile: look again.
+            count = per_client_.try_emplace(key, 0).first;
+            if (!room) {
+                if (count->second == 0) per_client_.erase(count);
+                return {Verdict::server_full, {}};
+            }
         }
         ++count->second;
         ++total_;
@@ -106,13 +118,31 @@ ConnectionLimiter::Admission ConnectionLimiter::try_acquire(const std::string& c
     // // holds fewer than max_per_client_ connections and the server fewer than max_total_:
     // // look up, check and count under one lock (mutex_), add an Entry to entries_ (oldest
     // // first), and return a Slot for it. Otherwise count nothing and answer client_full
-    // // (checked first) or server_full. No memory to count one more counts as server_full.
-    // // (With reclaim_idle_, a full server first tries reclaim_oldest_locked(); see the header.)
+    // // (checked first) or server_full (full_locked() says when the total is reached). No
+    // // memory to count one more counts as server_full. (With reclaim_idle_, a full server
+    // // first tries make_room_locked(), which may wait: look the client up again after it.)
     // static std::atomic_flag told;
     // todo(told, "ConnectionLimiter::try_acquire() is not written yet: every client gets 503");
     // static_cast<void>(client);
     // return {Verdict::server_full, {}};
     // END SOLUTION
+}
+
+bool ConnectionLimiter::full_locked() const noexcept {
+    // An entry that no longer counts (reclaimed, or its connection closed) may still have a
+    // running thread until its Slot is gone: where slots stand for threads, it keeps its place.
+    const std::size_t held = handover_ == Handover::when_released ? entries_.size() : total_;
+    return held >= max_total_;
+}
+
+bool ConnectionLimiter::make_room_locked(std::unique_lock<std::mutex>& lock,
+                                         const std::string& newcomer) noexcept {
+    if (handover_ == Handover::at_once) return reclaim_oldest_locked(newcomer);
+    // While a connection that no longer counts (reclaimed, or closed) still has its thread,
+    // a place is about to come free: wait for it rather than reclaim another.
+    const bool ending = entries_.size() > total_;
+    if (!ending && !reclaim_oldest_locked(newcomer)) return false;
+    return released_.wait_for(lock, kReclaimHandoverWait, [this] { return !full_locked(); });
 }
 
 bool ConnectionLimiter::reclaim_oldest_locked(const std::string& newcomer) noexcept {
@@ -165,6 +195,16 @@ void ConnectionLimiter::release(std::list<Entry>::iterator entry) noexcept {
     // todo(told, "ConnectionLimiter::release() is not written yet: no slot comes back");
     // static_cast<void>(entry);
     // END SOLUTION
+    released_.notify_all();  // a newcomer may be waiting for this place (Handover)
+}
+
+void ConnectionLimiter::close(std::list<Entry>::iterator entry) noexcept {
+    std::lock_guard lock(mutex_);
+    // Like a reclaim: the client may open another connection at once, while the entry, and
+    // with it the place in the total, lives on until release().
+    if (!entry->counted) return;
+    entry->counted = false;
+    uncount_locked(entry->client, nullptr);
 }
 
 ConnectionLimiter::Snapshot ConnectionLimiter::snapshot() const {

@@ -2,6 +2,8 @@
 /// @brief Admission control: at most N connections per client IP and M in all.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <list>
@@ -14,6 +16,14 @@
 
 namespace lab {
 
+/// @brief Longest a newcomer waits for the connection it reclaimed to end
+/// (Handover::when_released).
+///
+/// That connection needs nothing from its client to end (its 408 fits a fresh socket's send
+/// buffer), so the wait is only as long as its thread takes to be scheduled; past it the
+/// newcomer gets 503.
+inline constexpr std::chrono::milliseconds kReclaimHandoverWait{1000};
+
 /// @brief Counts open connections per client and in total, and refuses those over a limit.
 ///
 /// Shaped like nginx's limit_conn: look-up, check and increment happen under one lock, the
@@ -23,11 +33,24 @@ namespace lab {
 /// With reclaim_idle, a full server does not refuse at once: like nginx's reusable
 /// connections, the oldest admitted connection still waiting for its request head gives up
 /// its slot (its session answers 408) and the newcomer takes it. A connection whose head has
-/// arrived is never reclaimed.
+/// A connection whose head has arrived is never reclaimed.
+///
+/// A Slot counts from try_acquire() until it is destroyed. Stage 3 keeps each slot in its
+/// connection's thread task, which ThreadSet destroys only once the thread is gone: so the
+/// total limit bounds threads as well as connections. For a reclaim to keep that bound, the
+/// reclaimed connection's place must not pass to the newcomer before its Slot is destroyed
+/// (Handover::when_released): try_acquire() then waits, at most kReclaimHandoverWait, for the
+/// reclaimed connection's thread to send its 408 and end.
 class ConnectionLimiter {
     struct Entry;
 
   public:
+    /// @brief When the place of a reclaimed connection passes to the newcomer.
+    enum class Handover {
+        at_once,        ///< At once; the reclaimed connection winds down beside the newcomer.
+        when_released,  ///< Once the reclaimed Slot is destroyed; try_acquire() waits for it.
+    };
+
     /// @brief Why a connection was or was not admitted.
     enum class Verdict {
         admitted,     ///< A slot was taken.
@@ -56,6 +79,10 @@ class ConnectionLimiter {
         void release() noexcept;
         /// @brief Where the session and a reclaim meet for this connection; nullptr if empty.
         [[nodiscard]] Reclaimable* reclaimable() const noexcept;
+        /// @brief The connection is closed: it no longer counts for its client (nor in
+        /// `total`), but its place in the total limit stays taken until the Slot is destroyed
+        /// (Handover::when_released; stage 3 destroys it once the thread is gone).
+        void connection_closed() const noexcept;
 
       private:
         friend class ConnectionLimiter;
@@ -79,8 +106,10 @@ class ConnectionLimiter {
     };
 
     /// @brief A limiter allowing @p max_per_client per client and @p max_total in all (both ≥ 1);
-    /// with @p reclaim_idle, a full server reclaims the oldest head-incomplete connection.
-    ConnectionLimiter(std::size_t max_per_client, std::size_t max_total, bool reclaim_idle = false);
+    /// with @p reclaim_idle, a full server reclaims the oldest head-incomplete connection, whose
+    /// place passes to the newcomer as @p handover says.
+    ConnectionLimiter(std::size_t max_per_client, std::size_t max_total, bool reclaim_idle = false,
+                      Handover handover = Handover::at_once);
     /// @brief Not copyable: it owns what it holds.
     ConnectionLimiter(const ConnectionLimiter&) = delete;
     /// @brief Not copy-assignable.
@@ -88,7 +117,8 @@ class ConnectionLimiter {
 
     /// @brief Takes a slot for @p client if both limits allow it (reclaiming one if enabled).
     ///
-    /// Out of memory, it answers server_full and counts nothing.
+    /// Out of memory, it answers server_full and counts nothing. With reclaim_idle and
+    /// Handover::when_released, a full server may wait up to kReclaimHandoverWait.
     [[nodiscard]] Admission try_acquire(const std::string& client) noexcept;
 
     /// @brief Copies the current counts.
@@ -112,12 +142,17 @@ class ConnectionLimiter {
 
     void release(std::list<Entry>::iterator entry) noexcept;
     void uncount_locked(const std::string& client, const std::string* keep) noexcept;
+    void close(std::list<Entry>::iterator entry) noexcept;
+    bool full_locked() const noexcept;
+    bool make_room_locked(std::unique_lock<std::mutex>& lock, const std::string& newcomer) noexcept;
     bool reclaim_oldest_locked(const std::string& newcomer) noexcept;
 
     const std::size_t max_per_client_;
     const std::size_t max_total_;
     const bool reclaim_idle_;
+    const Handover handover_;
     mutable std::mutex mutex_;
+    std::condition_variable released_;  // a Slot was destroyed (Handover::when_released waits)
     std::size_t total_ = 0;
     std::uint64_t reclaimed_ = 0;
     std::unordered_map<std::string, std::size_t> per_client_;

@@ -5,11 +5,13 @@
 /// the connection must take a slot from the limiter (at most -maxclient per client IP,
 /// -maxtotal in all). Over a limit, the accepting thread tells the client so at once — 429
 /// or 503 — and no thread is started for it. An admitted connection's slot travels with its
-/// thread and is given back when that thread has closed the connection (or at once, with a
-/// 503 to the client, if no thread can be started). The slot counts until the close, idle
-/// or not; the read and send deadlines (-t) make sure nobody holds one forever. With
-/// --reclaim-idle, a full limiter instead takes the slot of the oldest connection still
-/// waiting for its request head (that client is told 408), so idle floods cannot lock out.
+/// thread's task and is given back once that thread has closed the connection and is gone
+/// (or at once, with a 503 to the client, if no thread can be started): so the limit bounds
+/// threads, however fast clients come and go. The slot counts until then, idle or not; the
+/// read and send deadlines (-t) make sure nobody holds one forever. With --reclaim-idle, a
+/// full limiter instead takes the slot of the oldest connection still waiting for its request
+/// head (that client is told 408), and the newcomer has it once that connection's thread is
+/// gone, so idle floods cannot lock out.
 
 #include "lab/net.hpp"
 #include "lab/options.hpp"
@@ -34,8 +36,10 @@ int main(int argc, char* argv[]) {
         const lab::Options options = lab::parse_options(argc, argv, kStage);
         const lab::SignalWatcher signals;  // SIGINT/SIGTERM → shutdown request
         lab::Listener listener(options.bind, options.port);
+        // A reclaimed slot passes to the newcomer only once its thread is gone.
         lab::ConnectionLimiter limiter(options.max_per_client, options.max_total,
-                                       options.reclaim_idle);
+                                       options.reclaim_idle,
+                                       lab::ConnectionLimiter::Handover::when_released);
         lab::Counters counters;
         lab::ServerContext context = lab::make_context(options);
         if (options.status_page) {
@@ -60,12 +64,13 @@ int main(int argc, char* argv[]) {
                 refuser.refuse(std::move(*connection), 503);
                 continue;
             }
-            // The slot travels with the thread's task and is given back when the task ends.
+            // The slot travels with the thread's task, given back when the thread is gone.
             threads.spawn(
                 std::move(*connection),
                 [&context, &counters, slot = std::move(admission.slot)](lab::Connection client) {
                     const auto outcome =
                         lab::serve_connection(std::move(client), context, slot.reclaimable());
+                    slot.connection_closed();  // its client may connect again at once
                     if (outcome == lab::SessionOutcome::served) ++counters.served;
                     if (outcome == lab::SessionOutcome::timed_out) ++counters.timed_out;
                 });

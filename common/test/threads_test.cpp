@@ -1,5 +1,6 @@
 // Unit tests of ThreadSet: a thread per connection, finished threads reaped without waiting
-// for the next connection, every thread joined, and failures kept inside their thread.
+// for the next connection, every thread joined, a task destroyed only after its thread, and
+// failures kept inside their thread.
 #include "lab/threads.hpp"
 
 #include <pthread.h>
@@ -13,6 +14,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "lab/log.hpp"
 
@@ -108,6 +110,44 @@ TEST(ThreadSet, JoinAllOnAnEmptySetReturns) {
     threads.join_all();
     threads.join_all();
     SUCCEED();
+}
+
+// Set by a thread's thread_local objects as the thread exits, after its handler returned.
+struct ExitMark {
+    std::atomic<bool>* exited = nullptr;
+    ~ExitMark() {
+        if (exited != nullptr) *exited = true;
+    }
+};
+thread_local ExitMark exit_mark;
+
+// Stands for a limit slot in a task: notes, when destroyed, whether the thread had exited.
+struct SlotProbe {
+    std::atomic<bool>* exited;
+    std::atomic<int>* seen_gone;  // 1: the thread was gone, 0: it was not
+    SlotProbe(std::atomic<bool>* e, std::atomic<int>* s) : exited(e), seen_gone(s) {}
+    SlotProbe(SlotProbe&& other) noexcept
+        : exited(std::exchange(other.exited, nullptr)), seen_gone(other.seen_gone) {}
+    SlotProbe(const SlotProbe&) = delete;
+    SlotProbe& operator=(const SlotProbe&) = delete;
+    SlotProbe& operator=(SlotProbe&&) = delete;
+    ~SlotProbe() {
+        if (exited != nullptr) *seen_gone = exited->load() ? 1 : 0;
+    }
+};
+
+TEST(ThreadSet, ATaskIsDestroyedOnlyOnceItsThreadIsGone) {
+    // A slot in the task counts until its thread can no longer add to the thread count:
+    // stage 3's bound on threads rests on it.
+    lab::ThreadSet threads;
+    std::atomic<bool> exited{false};
+    std::atomic<int> seen_gone{-1};
+    ASSERT_TRUE(
+        threads.spawn(fake_connection(), [probe = SlotProbe(&exited, &seen_gone)](lab::Connection) {
+            exit_mark.exited = probe.exited;  // set as this thread's thread_locals are destroyed
+        }));
+    threads.join_all();  // every task is destroyed by then, not only every thread ended
+    EXPECT_EQ(seen_gone.load(), 1) << "the task (and its slot) went while its thread still ran";
 }
 
 }  // namespace

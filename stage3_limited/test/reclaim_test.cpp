@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <random>
 #include <string>
 #include <thread>
@@ -170,6 +171,58 @@ TEST(Reclaim, ConcurrentUseKeepsTheCountsExact) {
     EXPECT_EQ(snap.total, 0U);
     EXPECT_TRUE(snap.per_client.empty());
     EXPECT_GT(snap.reclaimed, 0U);
+}
+
+// Handover::when_released, stage 3's: a slot stands for a thread, so the newcomer has the
+// reclaimed place only once the reclaimed Slot is destroyed (its thread gone).
+TEST(ReclaimWhenReleased, NewcomerWaitsForTheReclaimedSlot) {
+    int fds[2] = {-1, -1};
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    const lab::Fd server(fds[0]);
+    const lab::Fd client(fds[1]);
+    ConnectionLimiter limiter(5, 1, true, ConnectionLimiter::Handover::when_released);
+    auto idle = limiter.try_acquire("a");
+    ASSERT_EQ(idle.verdict, Verdict::admitted);
+    ASSERT_TRUE(idle.slot.reclaimable()->attach(server.get()));
+    std::atomic<bool> returned{false};
+    ConnectionLimiter::Admission newcomer;
+    std::thread accepting([&] {
+        newcomer = limiter.try_acquire("b");
+        returned = true;
+    });
+    // The reclaim wakes the idle connection's reader ...
+    pollfd p{server.get(), POLLIN, 0};
+    ASSERT_EQ(::poll(&p, 1, 10000), 1);
+    // ... but while its Slot lives, the newcomer has no place (it waits up to 1 s).
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_FALSE(returned.load());
+    EXPECT_FALSE(idle.slot.reclaimable()->settle());
+    idle.slot.release();
+    accepting.join();
+    EXPECT_EQ(newcomer.verdict, Verdict::admitted);
+    EXPECT_EQ(limiter.snapshot().total, 1U);
+}
+
+TEST(ReclaimWhenReleased, AReclaimedSlotNeverReleasedKeepsItsPlace) {
+    ConnectionLimiter limiter(5, 2, true, ConnectionLimiter::Handover::when_released);
+    auto a = limiter.try_acquire("a");
+    auto b = limiter.try_acquire("b");
+    ASSERT_EQ(a.verdict, Verdict::admitted);
+    ASSERT_EQ(b.verdict, Verdict::admitted);
+    const auto start = std::chrono::steady_clock::now();
+    // c reclaims a, waits for it in vain and is refused.
+    EXPECT_EQ(limiter.try_acquire("c").verdict, Verdict::server_full);
+    EXPECT_GE(std::chrono::steady_clock::now() - start, lab::kReclaimHandoverWait);
+    // While a is still ending, d takes no second slot: it waits for a too, and is refused.
+    EXPECT_EQ(limiter.try_acquire("d").verdict, Verdict::server_full);
+    EXPECT_TRUE(b.slot.reclaimable()->settle());  // b was never taken
+    EXPECT_EQ(limiter.snapshot().reclaimed, 1U);
+    // a's Slot goes (its thread is gone): now there is room, with no reclaim.
+    a.slot.release();
+    const auto e = limiter.try_acquire("e");
+    EXPECT_EQ(e.verdict, Verdict::admitted);
+    EXPECT_EQ(limiter.snapshot().reclaimed, 1U);
+    EXPECT_EQ(limiter.snapshot().total, 2U);
 }
 
 }  // namespace

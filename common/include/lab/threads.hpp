@@ -18,20 +18,21 @@ namespace lab {
 
 /// @brief Starts one thread per connection and joins every one of them; no thread is lost.
 ///
-/// Each thread, as it finishes, joins the thread that finished before it and leaves itself
-/// to be joined by the next: so a finished thread's stack is freed as soon as another thread
-/// finishes, and at any time the set holds the running threads plus at most one finished
-/// one, whether or not new connections arrive. join_all() waits for the rest.
+/// A thread's task (the handler, and whatever it owns, such as a limit slot) outlives the
+/// thread: one reaper thread joins each thread as it finishes and only then destroys its
+/// task. So a limit slot held by a task counts until its thread is gone, and a bound on
+/// slots is a bound on threads, however fast connections come and go. join_all() waits
+/// for every thread to finish and be reaped.
 class ThreadSet {
   public:
-    /// @brief An empty set.
-    ThreadSet() = default;
+    /// @brief An empty set, with its reaper thread; throws StartupError if that cannot start.
+    ThreadSet();
     /// @brief Not copyable: it owns what it holds.
     ThreadSet(const ThreadSet&) = delete;
     /// @brief Not copy-assignable.
     ThreadSet& operator=(const ThreadSet&) = delete;
-    /// @brief Joins every thread still running.
-    ~ThreadSet() { join_all(); }
+    /// @brief Joins every thread still running, then the reaper.
+    ~ThreadSet();
 
     /// @brief Runs `handler(std::move(connection))` on a new thread; false if none could start.
     ///
@@ -45,16 +46,14 @@ class ThreadSet {
         try {
             job = std::make_unique<Job<Handler>>(std::move(connection), std::move(handler));
             std::lock_guard lock(mutex_);
-            const auto self = running_.emplace(running_.end());
+            const Worker self = running_.emplace(running_.end(), std::move(job));
             try {
-                *self = std::thread([this, self, raw = job.get()] {
-                    finish(self, run_job(std::unique_ptr<Job<Handler>>(raw)));
-                });
+                self->thread = std::thread([this, self] { finish(self, self->task->run()); });
             } catch (...) {
+                job.reset(static_cast<Job<Handler>*>(self->task.release()));
                 running_.erase(self);
                 throw;
             }
-            static_cast<void>(job.release());  // the new thread owns it now
             return true;
         } catch (const std::exception&) {  // std::system_error (no thread) or std::bad_alloc
             Connection unserved = job ? std::move(job->connection) : std::move(connection);
@@ -69,11 +68,11 @@ class ThreadSet {
         }
         // STUB
         // // TODO(student): the hand-off of stage 2. Start a new thread that runs
-        // // handler(std::move(connection)), and keep it in running_ so that join_all() can
-        // // wait for it. The private helpers below do the rest: put both in a Job, add an
-        // // entry for the thread to running_ under mutex_, start a std::thread on that entry
-        // // whose body is finish(entry, run_job(job)), and give the Job to the thread. If no
-        // // thread (or no memory) can be had: take the entry out again, destroy the handler
+        // // handler(std::move(connection)), and keep it in running_ so that the reaper can
+        // // join it. The private helpers below do the rest: put both in a Job, add an entry
+        // // holding the Job to running_ under mutex_, and start a std::thread on that entry
+        // // whose body is finish(entry, entry->task->run()). If no thread (or no memory) can
+        // // be had: take the Job back out and the entry out of running_, destroy the handler
         // // first (it may hold a limit slot), then send_unavailable() and return false.
         // // Until then no thread starts: every client is told 503 and the handler never runs.
         // log_error("TODO(student): ThreadSet::spawn() is not written yet: 503, no thread");
@@ -83,56 +82,55 @@ class ThreadSet {
         // END SOLUTION
     }
 
-    /// @brief Waits for every thread to finish.
-    void join_all() {
-        std::unique_lock lock(mutex_);
-        idle_.wait(lock, [this] { return running_.empty(); });
-        std::thread last = std::move(finished_);
-        lock.unlock();
-        if (last.joinable()) last.join();
-    }
+    /// @brief Waits for every thread to finish and be reaped (its task destroyed).
+    void join_all();
 
   private:
-    using Slot = std::list<std::thread>::iterator;
+    // What a thread runs; destroyed by the reaper once the thread is joined.
+    struct Task {
+        Task() = default;
+        Task(const Task&) = delete;
+        Task& operator=(const Task&) = delete;
+        virtual ~Task() = default;
+        // Runs the handler once; false if an exception escaped it.
+        virtual bool run() noexcept = 0;
+    };
 
     template <class Handler>
-    struct Job {
+    struct Job final : Task {
         Job(Connection c, Handler h) : connection(std::move(c)), handler(std::move(h)) {}
+        bool run() noexcept override {
+            try {
+                handler(std::move(connection));
+                return true;
+            } catch (...) {
+                return false;
+            }
+        }
         Connection connection;
         Handler handler;
     };
 
-    // Runs one job and destroys it, so what it owns is released before the thread is done.
-    template <class Handler>
-    static bool run_job(std::unique_ptr<Job<Handler>> job) noexcept {
-        bool ok = true;
-        try {
-            job->handler(std::move(job->connection));
-        } catch (...) {
-            ok = false;
-        }
-        job.reset();
-        return ok;
-    }
+    // One thread and its task, in running_ while it serves, then in finished_ until reaped.
+    struct Thread {
+        explicit Thread(std::unique_ptr<Task> t) : task(std::move(t)) {}
+        std::thread thread;
+        std::unique_ptr<Task> task;
+    };
+    using Worker = std::list<Thread>::iterator;
 
-    // Moves the calling thread from running_ to finished_, and joins the one it replaces.
-    void finish(Slot self, bool ok) noexcept {
-        if (!ok) log_error("a connection's thread ended with an exception");
-        std::thread previous;
-        {
-            std::lock_guard lock(mutex_);
-            previous = std::exchange(finished_, std::move(*self));
-            running_.erase(self);
-            if (running_.empty()) idle_.notify_all();
-        }
-        // `previous` has done its bookkeeping already: this join only waits for its exit.
-        if (previous.joinable()) previous.join();
-    }
+    // Called by a thread as its last step: moves it from running_ to finished_ for the reaper.
+    void finish(Worker self, bool ok) noexcept;
+    // The reaper's loop: joins finished threads, then destroys their tasks, until stopped.
+    void reap() noexcept;
 
     std::mutex mutex_;
-    std::condition_variable idle_;
-    std::list<std::thread> running_;  // one entry per thread still serving
-    std::thread finished_;            // the last thread to finish, not joined yet
+    std::condition_variable changed_;  // a thread finished, one was reaped, or stop_ was set
+    std::list<Thread> running_;        // threads still serving
+    std::list<Thread> finished_;       // threads done, not joined yet
+    bool reaping_ = false;             // the reaper holds threads taken from finished_
+    bool stop_ = false;                // the destructor asks the reaper to leave
+    std::thread reaper_;               // started last, in the constructor
 };
 
 }  // namespace lab
