@@ -191,6 +191,34 @@ def test_other_methods_not_implemented(server, method):
     assert_error_page(reply, 501)
 
 
+@pytest.mark.parametrize("line", ["CONNECT example.com:443 HTTP/1.0",
+                                  "CONNECT 127.0.0.1:22 HTTP/1.1", "OPTIONS * HTTP/1.0"])
+def test_connect_and_options_star_not_implemented(server, line):
+    # Their own target forms (RFC 9112 3.2.3, 3.2.4) make them no less methods we lack.
+    reply = parse_response(raw(server.port, f"{line}\r\nHost: example.com\r\n\r\n".encode()))
+    assert_error_page(reply, 501)
+
+
+@pytest.mark.parametrize("head", [b"GET / HTTP/1.0\r\n", b"GET /index.html HTTP/1.0\r\nHost: x",
+                                  b"HEAD / HTTP/1.0\r\n\r", b"GET / HT"])
+def test_head_cut_short_by_half_close_is_400(server, head):
+    with connect(server.port, timeout=5) as sock:
+        sock.sendall(head)
+        sock.shutdown(socket.SHUT_WR)  # no more bytes: the head will never be complete
+        data = read_to_eof(sock, time.monotonic() + 5)
+    assert data, f"{head!r} then a half-close got a silent close, not a 400"
+    reply = parse_response(data)
+    assert_status(reply, 400)
+    if head.startswith(b"HEAD"):
+        assert reply.body == b""
+
+
+def test_half_close_with_nothing_sent_is_closed_silently(server):
+    with connect(server.port, timeout=5) as sock:
+        sock.shutdown(socket.SHUT_WR)
+        assert read_to_eof(sock, time.monotonic() + 5) == b""
+
+
 BAD_REQUESTS = {
     "garbage": b"GARBAGE\r\n\r\n",
     "no-target": b"GET\r\n\r\n",

@@ -96,6 +96,10 @@ Interest EventConnection::read_head(Clock::time_point now) {
         }
         // The client closed or reset — or a reclaim shut our reading side.
         if (lost_slot()) return give_up_slot(now);
+        // A head cut short by the client's half-close gets its 400: the client may still read.
+        if (n == 0 && parser_.end_of_input(bytes_).state == ParseState::failed) {
+            return head_ended(false, now);
+        }
         return close();
     }
 }

@@ -31,4 +31,14 @@ std::optional<std::string> AgentPolicy::refusal(const std::string* user_agent) c
     return "This server serves only some browsers, and your User-Agent matches none of them.";
 }
 
+std::optional<std::string> AgentPolicy::refusal(const Request& request) const {
+    bool any = false;
+    for (const Header& field : request.headers) {
+        if (field.name != "user-agent") continue;  // the parser stores names in lower case
+        any = true;
+        if (auto why = refusal(&field.value)) return why;
+    }
+    return any ? std::nullopt : refusal(nullptr);
+}
+
 }  // namespace lab

@@ -38,8 +38,7 @@ Response route(const Request& request, const Site& site, std::time_t now) {
     if (request.method != "GET" && request.method != "HEAD") {
         return error_response(501, "This server implements only GET and HEAD.");
     }
-    if (auto why = site.agents.refusal(request.header("user-agent")))
-        return error_response(403, *why);
+    if (auto why = site.agents.refusal(request)) return error_response(403, *why);
     Resolution where = resolve_target(site.root, request.target);
     if (where.status == 301) {
         Response response = error_response(301, "The document is at " + where.location);

@@ -80,6 +80,13 @@ std::optional<std::string> origin_form(std::string_view target) {
     return std::nullopt;
 }
 
+// The target as the handler sees it. CONNECT's authority form (`host:port`) and OPTIONS's `*`
+// are kept as they are: both methods get 501 like any other this server does not implement.
+std::optional<std::string> request_target(std::string_view method, std::string_view target) {
+    if (method == "CONNECT" || (method == "OPTIONS" && target == "*")) return std::string(target);
+    return origin_form(target);
+}
+
 // Splits and checks `Method SP Target [SP Version]` into `request`; the failure, if any.
 std::optional<Failure> parse_request_line(std::string_view line, Request& request) {
     if (line.size() > kMaxRequestLine) return Failure{414, "The request line is too long."};
@@ -101,7 +108,7 @@ std::optional<Failure> parse_request_line(std::string_view line, Request& reques
     } else if (!parse_version(rest.substr(sp2 + 1), request)) {
         return Failure{400, "The HTTP version is not supported or malformed."};
     }
-    auto path = origin_form(target);
+    auto path = request_target(method, target);
     if (!path) return Failure{400, "The request target must start with '/'."};
     request.method = std::string(method);
     request.target = std::move(*path);
@@ -237,6 +244,13 @@ std::size_t RequestParser::find_line_end(std::string_view bytes) {
     scanned_ += searched - searched_;
     searched_ = searched;
     return lf;
+}
+
+const ParseResult& RequestParser::end_of_input(std::string_view bytes) {
+    if (result_.state == ParseState::incomplete && !bytes.empty()) {
+        fail(400, "The request head ended before its blank line.");
+    }
+    return result_;
 }
 
 void RequestParser::fail(int status, const char* reason) {

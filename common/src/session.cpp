@@ -39,6 +39,11 @@ HeadRead read_request_head(int fd, std::chrono::seconds timeout) {
         if (status != IoStatus::ok) {
             head.outcome =
                 status == IoStatus::timeout ? SessionOutcome::timed_out : SessionOutcome::abandoned;
+            // A head cut short by the client's half-close is rejected (400): it may still read.
+            if (status == IoStatus::closed && !head.bytes.empty()) {
+                head.outcome = SessionOutcome::rejected;
+                parser.end_of_input(head.bytes);
+            }
             head.parsed = parser.result();  // keeps the method, if the request line arrived
             return head;
         }
@@ -70,7 +75,7 @@ bool is_status_request(const Request& request, const ServerContext& context) {
 // the server was told to show it to anyone: it lists every client's address.
 Response status_response(const Request& request, const std::string& peer_ip,
                          const ServerContext& context) {
-    if (auto why = context.site.agents.refusal(request.header("user-agent"))) {
+    if (auto why = context.site.agents.refusal(request)) {
         return error_response(403, *why);
     }
     if (!context.status_remote && !is_loopback_address(peer_ip)) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <ctime>
+#include <initializer_list>
 #include <string>
 
 #include "lab/handler.hpp"
@@ -86,6 +87,33 @@ TEST(AgentPolicy, IcontainsEdgeCases) {
     EXPECT_TRUE(lab::icontains("ABC", "bc"));
     EXPECT_FALSE(lab::icontains("ab", "abc"));
     EXPECT_FALSE(lab::icontains("", "a"));
+}
+
+// A request with @p agents as its User-Agent fields, in that order.
+lab::Request with_agents(std::initializer_list<std::string> agents) {
+    std::string raw = "GET / HTTP/1.0\r\n";
+    for (const auto& agent : agents) raw += "User-Agent: " + agent + "\r\n";
+    const auto parsed = lab::parse_request(raw + "Accept: */*\r\n\r\n");
+    EXPECT_EQ(parsed.state, lab::ParseState::done);
+    return parsed.request;
+}
+
+TEST(AgentPolicy, EveryUserAgentFieldCountsForDeny) {
+    const AgentPolicy policy{{}, {"curl"}};
+    EXPECT_TRUE(policy.refusal(with_agents({kFirefox, kCurl})));
+    EXPECT_TRUE(policy.refusal(with_agents({kCurl, kFirefox})));
+    EXPECT_FALSE(policy.refusal(with_agents({kFirefox, kChrome})));
+}
+
+TEST(AgentPolicy, EveryUserAgentFieldMustBeAllowed) {
+    const AgentPolicy policy = chrome_only();
+    EXPECT_TRUE(policy.refusal(with_agents({kChrome, kCurl})));
+    EXPECT_TRUE(policy.refusal(with_agents({kCurl, kChrome})));
+    EXPECT_TRUE(policy.refusal(with_agents({kChrome, kEdge})));  // a deny rule matches one
+    EXPECT_FALSE(policy.refusal(with_agents({kChrome, kChrome})));
+    EXPECT_FALSE(policy.refusal(with_agents({kChrome})));
+    EXPECT_TRUE(policy.refusal(with_agents({})));  // none at all: as before, refused
+    EXPECT_FALSE(AgentPolicy{}.refusal(with_agents({})));
 }
 
 TEST(AgentPolicy, HandlerAnswers403WithReasonBeforeTouchingFiles) {

@@ -139,6 +139,17 @@ TEST_F(HandleRequest, UnknownMethodIs501) {
     }
 }
 
+TEST_F(HandleRequest, ConnectAndOptionsInTheirOwnTargetFormsAre501) {
+    // CONNECT names a host and port, OPTIONS may name the server itself: both are methods this
+    // server does not implement, not malformed requests.
+    for (const std::string line :
+         {"CONNECT example.com:443 HTTP/1.0", "CONNECT 127.0.0.1:22 HTTP/1.1", "CONNECT / HTTP/1.0",
+          "OPTIONS * HTTP/1.0"}) {
+        const Response response = handle(line + "\r\n\r\n");
+        EXPECT_EQ(response.status, 501) << line;
+    }
+}
+
 TEST_F(HandleRequest, MissingFileIs404WithHtmlBody) {
     const Response response = handle("GET /missing.txt HTTP/1.0\r\n\r\n");
     EXPECT_EQ(response.status, 404);

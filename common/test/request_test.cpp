@@ -195,6 +195,43 @@ INSTANTIATE_TEST_SUITE_P(ParseRequest, AbsoluteTarget,
 // ---------------------------------------------------------------------------------------------
 // HTTP/0.9 Simple-Request
 
+TEST(ParseRequest, ConnectKeepsItsAuthorityFormTarget) {
+    const auto result = parse_request("CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_EQ(result.state, ParseState::done) << result.reason;
+    EXPECT_EQ(result.request.method, "CONNECT");
+    EXPECT_EQ(result.request.target, "example.com:443");
+}
+
+TEST(ParseRequest, OptionsKeepsItsAsteriskTarget) {
+    const auto result = parse_request("OPTIONS * HTTP/1.0\r\n\r\n");
+    ASSERT_EQ(result.state, ParseState::done) << result.reason;
+    EXPECT_EQ(result.request.target, "*");
+}
+
+TEST(RequestParser, HeadCutShortByEndOfInputIs400) {
+    for (const std::string_view cut : {"GET / HTTP/1.0\r\n"sv, "GET / HTTP/1.0\r\nHost: x\r\n"sv,
+                                       "GET / HTTP/1.0\r\n\r"sv, "GET / HT"sv, "\r\n"sv}) {
+        RequestParser parser;
+        ASSERT_EQ(parser.parse(cut).state, ParseState::incomplete) << visible(cut);
+        const ParseResult& result = parser.end_of_input(cut);
+        EXPECT_EQ(result.state, ParseState::failed) << visible(cut);
+        EXPECT_EQ(result.status, 400) << visible(cut);
+    }
+}
+
+TEST(RequestParser, EndOfInputLeavesNothingAndFinishedHeadsAlone) {
+    RequestParser silent;
+    EXPECT_EQ(silent.end_of_input("").state, ParseState::incomplete);  // nobody to answer
+    const std::string_view whole = "GET / HTTP/1.0\r\n\r\n";
+    RequestParser done;
+    ASSERT_EQ(done.parse(whole).state, ParseState::done);
+    EXPECT_EQ(done.end_of_input(whole).state, ParseState::done);
+    const std::string_view bad = "GET / HTTP/9.9\r\n";
+    RequestParser failed;
+    ASSERT_EQ(failed.parse(bad).state, ParseState::failed);
+    EXPECT_EQ(failed.end_of_input(bad).status, 400);
+}
+
 TEST(ParseRequest, SimpleRequestIsDoneAfterItsLine) {
     for (const std::string raw : {"GET /path\r\n", "GET /path\n"}) {
         SCOPED_TRACE(visible(raw));

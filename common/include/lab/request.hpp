@@ -87,6 +87,9 @@ class RequestParser {
     /// While the result is incomplete it equals parse_request(@p bytes); once it is done or
     /// failed, further calls return that same result without looking at @p bytes.
     const ParseResult& parse(std::string_view bytes);
+    /// @brief The client will send nothing more (it half-closed): a head still incomplete
+    /// fails with 400 if any byte of it arrived. Returns the result.
+    const ParseResult& end_of_input(std::string_view bytes);
     /// @brief The result of the last parse() call.
     [[nodiscard]] const ParseResult& result() const noexcept { return result_; }
     /// @brief Bytes examined so far: each byte searched for a line ending, plus each byte of
