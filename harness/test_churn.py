@@ -84,7 +84,8 @@ class Churn:
 
     def __init__(self, port: int, seconds: float = CHURN_SECONDS):
         context = multiprocessing.get_context("fork")
-        base = random.randint(0, 40) * 5  # two runs at once churn from different addresses
+        # Two runs at once most likely churn from different addresses; 127.100.x.x-127.252.x.x.
+        base = random.randint(0, 30) * 5
         self.made = [context.Value("q", 0) for _ in range(CHURN_CLIENTS)]
         self.procs = [
             context.Process(target=churn,
