@@ -348,6 +348,24 @@ def test_status_counters(stage, site, servers):
     assert status["served"] >= 3 + polls
 
 
+@stage_params(LIMITED_STAGES)
+def test_status_page_counts_against_the_limits(stage, site, servers):
+    # A decision (docs/stage3.md, "The status page and the limits"), pinned: the status page
+    # is no way around -maxtotal, even for a loopback client the rules admit.
+    server = servers(stage, site.root, "-maxclient", "12", "-maxtotal", "3", "-t", "30",
+                     "--status")
+    with Holder() as holder:
+        holder.open(server.port, 3, source_ips=ip_range("127.0.31.", 1, 3))
+        full = wait_until(lambda: server.try_status() is None, timeout=3,
+                          message="the server to be full")
+        assert full
+        reply = request(server.port, "/server-status")
+        assert reply.status_line == f"HTTP/1.0 503 {REASONS[503]}", reply.status_line
+        assert b"per_client" not in reply.body
+    status = wait_until(server.try_status, timeout=5, message="a slot to come back")
+    assert status["refused_total"] >= 2
+
+
 @pytest.mark.parametrize(
     "args",
     [
