@@ -85,11 +85,12 @@ PARTS: dict[str, Part] = {part.name: part for part in (
          readme=(
              "**Stage 2: the hand-off to a thread.** In `common/include/lab/threads.hpp`, write the "
              "body of `ThreadSet::spawn()`: run the connection's task on a new thread, and keep every "
-             "thread so that `join_all()` can wait for it at shutdown. When no thread (or no memory) "
-             "can be had, `spawn()` must not throw: it destroys the task first (in stage 3 the task "
-             "holds a limit slot), then tells the client 503. The private helpers under it (`Job`, "
-             "`run_job()`, `finish()`) are complete; [docs/stage2.md](docs/stage2.md) explains how a "
-             "finishing thread reaps the one before it. Until you write it, no thread starts: every "
+             "thread so that its reaper can join it and `join_all()` can wait for it at shutdown. "
+             "When no thread (or no memory) can be had, `spawn()` must not throw: it destroys the "
+             "task first (in stage 3 the task holds a limit slot), then tells the client 503. The "
+             "private helpers under it (`Job`, `finish()`, the reaper in `common/src/threads.cpp`) "
+             "are complete; [docs/stage2.md](docs/stage2.md) explains how the reaper joins each "
+             "finished thread before its task goes. Until you write it, no thread starts: every "
              "client of stages 2 and 3 is told 503 and the server logs "
              "`TODO(student): ThreadSet::spawn() is not written yet`.")),
     Part("stage3", SOLUTION,
