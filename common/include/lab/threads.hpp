@@ -46,7 +46,7 @@ class ThreadSet {
         try {
             job = std::make_unique<Job<Handler>>(std::move(connection), std::move(handler));
             std::lock_guard lock(mutex_);
-            const Worker self = running_.emplace(running_.end(), std::move(job));
+            const auto self = running_.emplace(running_.end(), std::move(job));
             try {
                 self->thread = std::thread([this, self] { finish(self, self->task->run()); });
             } catch (...) {
