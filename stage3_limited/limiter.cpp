@@ -96,7 +96,7 @@ ConnectionLimiter::Admission ConnectionLimiter::try_acquire(const std::string& c
         auto count = per_client_.try_emplace(key, 0).first;
         if (count->second >= max_per_client_) return {Verdict::client_full, {}};
         if (full_locked()) {
-            const bool room = reclaim_idle_ && make_room_locked(lock, key);
+            const bool room = make_room_locked(lock, key);
             // Making room may have waited, and the table changed meanwhile: look again.
             count = per_client_.try_emplace(key, 0).first;
             if (!room) {
@@ -119,8 +119,8 @@ ConnectionLimiter::Admission ConnectionLimiter::try_acquire(const std::string& c
     // // look up, check and count under one lock (mutex_), add an Entry to entries_ (oldest
     // // first), and return a Slot for it. Otherwise count nothing and answer client_full
     // // (checked first) or server_full (full_locked() says when the total is reached). No
-    // // memory to count one more counts as server_full. (With reclaim_idle_, a full server
-    // // first tries make_room_locked(), which may wait: look the client up again after it.)
+    // // memory to count one more counts as server_full. (A full server first tries
+    // // make_room_locked(), which may wait or reclaim: look the client up again after it.)
     // static std::atomic_flag told;
     // todo(told, "ConnectionLimiter::try_acquire() is not written yet: every client gets 503");
     // static_cast<void>(client);
@@ -137,12 +137,13 @@ bool ConnectionLimiter::full_locked() const noexcept {
 
 bool ConnectionLimiter::make_room_locked(std::unique_lock<std::mutex>& lock,
                                          const std::string& newcomer) noexcept {
-    if (handover_ == Handover::at_once) return reclaim_oldest_locked(newcomer);
-    // While a connection that no longer counts (reclaimed, or closed) still has its thread,
-    // a place is about to come free: wait for it rather than reclaim another.
+    if (handover_ == Handover::at_once) return reclaim_idle_ && reclaim_oldest_locked(newcomer);
+    // While a connection that no longer counts (closed, or reclaimed) still has its thread, a
+    // place is about to come free without anything from a client: wait for it rather than
+    // refuse the newcomer or reclaim another.
     const bool ending = entries_.size() > total_;
-    if (!ending && !reclaim_oldest_locked(newcomer)) return false;
-    return released_.wait_for(lock, kReclaimHandoverWait, [this] { return !full_locked(); });
+    if (!ending && !(reclaim_idle_ && reclaim_oldest_locked(newcomer))) return false;
+    return released_.wait_for(lock, kHandoverWait, [this] { return !full_locked(); });
 }
 
 bool ConnectionLimiter::reclaim_oldest_locked(const std::string& newcomer) noexcept {

@@ -16,13 +16,13 @@
 
 namespace lab {
 
-/// @brief Longest a newcomer waits for the connection it reclaimed to end
-/// (Handover::when_released).
+/// @brief Longest a newcomer waits for a place that is coming free (Handover::when_released).
 ///
-/// That connection needs nothing from its client to end (its 408 fits a fresh socket's send
-/// buffer), so the wait is only as long as its thread takes to be scheduled; past it the
-/// newcomer gets 503.
-inline constexpr std::chrono::milliseconds kReclaimHandoverWait{1000};
+/// A place comes free when the thread of a connection that no longer counts (closed, or
+/// reclaimed: its 408 fits a fresh socket's send buffer) is gone. That needs nothing from any
+/// client, so the wait is only as long as threads take to be scheduled; past it the newcomer
+/// gets 503.
+inline constexpr std::chrono::milliseconds kHandoverWait{1000};
 
 /// @brief Counts open connections per client and in total, and refuses those over a limit.
 ///
@@ -33,19 +33,20 @@ inline constexpr std::chrono::milliseconds kReclaimHandoverWait{1000};
 /// With reclaim_idle, a full server does not refuse at once: like nginx's reusable
 /// connections, the oldest admitted connection still waiting for its request head gives up
 /// its slot (its session answers 408) and the newcomer takes it. A connection whose head has
-/// A connection whose head has arrived is never reclaimed.
+/// arrived is never reclaimed.
 ///
-/// A Slot counts from try_acquire() until it is destroyed. Stage 3 keeps each slot in its
-/// connection's thread task, which ThreadSet destroys only once the thread is gone: so the
-/// total limit bounds threads as well as connections. For a reclaim to keep that bound, the
-/// reclaimed connection's place must not pass to the newcomer before its Slot is destroyed
-/// (Handover::when_released): try_acquire() then waits, at most kReclaimHandoverWait, for the
-/// reclaimed connection's thread to send its 408 and end.
+/// A Slot's place in the total counts from try_acquire() until the Slot is destroyed. Stage 3
+/// keeps each slot in its connection's thread task, which ThreadSet destroys only once the
+/// thread is gone: so the total limit bounds threads as well as connections. With
+/// Handover::when_released (stage 3's), a place whose connection no longer counts (closed,
+/// Slot::connection_closed(), or reclaimed) passes to a newcomer only once its Slot is
+/// destroyed, and try_acquire() waits for that, at most kHandoverWait, rather than refuse a
+/// newcomer to a server that is full only of threads on their way out.
 class ConnectionLimiter {
     struct Entry;
 
   public:
-    /// @brief When the place of a reclaimed connection passes to the newcomer.
+    /// @brief When the place of a closed or reclaimed connection passes to a newcomer.
     enum class Handover {
         at_once,        ///< At once; the reclaimed connection winds down beside the newcomer.
         when_released,  ///< Once the reclaimed Slot is destroyed; try_acquire() waits for it.
@@ -117,8 +118,8 @@ class ConnectionLimiter {
 
     /// @brief Takes a slot for @p client if both limits allow it (reclaiming one if enabled).
     ///
-    /// Out of memory, it answers server_full and counts nothing. With reclaim_idle and
-    /// Handover::when_released, a full server may wait up to kReclaimHandoverWait.
+    /// Out of memory, it answers server_full and counts nothing. With Handover::when_released,
+    /// a server full of places that are coming free waits up to kHandoverWait for one.
     [[nodiscard]] Admission try_acquire(const std::string& client) noexcept;
 
     /// @brief Copies the current counts.

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <string>
 #include <thread>
@@ -318,6 +319,55 @@ TEST(ConnectionLimiter, ConcurrentUseNeverExceedsLimits) {
     auto last = limiter.try_acquire(clients[2]);
     EXPECT_EQ(last.verdict, Verdict::admitted);
     EXPECT_EQ(limiter.try_acquire(clients[3]).verdict, Verdict::server_full);
+}
+
+// Stage 3's rule: a closed connection's thread still counts, so its place in the total stays
+// taken until its Slot is destroyed, while its client may connect again at once.
+TEST(ConnectionLimiter, AClosedConnectionFreesItsClientButKeepsItsPlace) {
+    ConnectionLimiter limiter(1, 2, false, ConnectionLimiter::Handover::when_released);
+    auto a = limiter.try_acquire("a");
+    auto b = limiter.try_acquire("b");
+    ASSERT_EQ(a.verdict, Verdict::admitted);
+    ASSERT_EQ(b.verdict, Verdict::admitted);
+    a.slot.connection_closed();
+    a.slot.connection_closed();  // twice changes nothing
+    const auto snap = limiter.snapshot();
+    EXPECT_EQ(snap.total, 1U);
+    EXPECT_EQ(snap.per_client.count("a"), 0U);
+    // "a" is under its own limit again, but the server's places are both still taken: the
+    // newcomer waits for the closed one (up to kHandoverWait), then is refused.
+    EXPECT_EQ(limiter.try_acquire("a").verdict, Verdict::server_full);
+    a.slot.release();
+    const auto again = limiter.try_acquire("a");
+    EXPECT_EQ(again.verdict, Verdict::admitted);
+    EXPECT_EQ(limiter.snapshot().total, 2U);
+}
+
+TEST(ConnectionLimiter, ANewcomerWaitsForAPlaceThatIsComingFree) {
+    ConnectionLimiter limiter(5, 1, false, ConnectionLimiter::Handover::when_released);
+    auto a = limiter.try_acquire("a");
+    ASSERT_EQ(a.verdict, Verdict::admitted);
+    a.slot.connection_closed();
+    std::atomic<bool> returned{false};
+    ConnectionLimiter::Admission newcomer;
+    std::thread accepting([&] {
+        newcomer = limiter.try_acquire("b");
+        returned = true;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_FALSE(returned.load());  // a's thread is not gone yet
+    a.slot.release();               // ... now it is
+    accepting.join();
+    EXPECT_EQ(newcomer.verdict, Verdict::admitted);
+}
+
+TEST(ConnectionLimiter, AServerFullOfOpenConnectionsRefusesAtOnce) {
+    ConnectionLimiter limiter(5, 1, false, ConnectionLimiter::Handover::when_released);
+    auto a = limiter.try_acquire("a");
+    ASSERT_EQ(a.verdict, Verdict::admitted);
+    const auto start = std::chrono::steady_clock::now();
+    EXPECT_EQ(limiter.try_acquire("b").verdict, Verdict::server_full);
+    EXPECT_LT(std::chrono::steady_clock::now() - start, lab::kHandoverWait);
 }
 
 }  // namespace

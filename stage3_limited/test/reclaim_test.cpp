@@ -212,7 +212,7 @@ TEST(ReclaimWhenReleased, AReclaimedSlotNeverReleasedKeepsItsPlace) {
     const auto start = std::chrono::steady_clock::now();
     // c reclaims a, waits for it in vain and is refused.
     EXPECT_EQ(limiter.try_acquire("c").verdict, Verdict::server_full);
-    EXPECT_GE(std::chrono::steady_clock::now() - start, lab::kReclaimHandoverWait);
+    EXPECT_GE(std::chrono::steady_clock::now() - start, lab::kHandoverWait);
     // While a is still ending, d takes no second slot: it waits for a too, and is refused.
     EXPECT_EQ(limiter.try_acquire("d").verdict, Verdict::server_full);
     EXPECT_TRUE(b.slot.reclaimable()->settle());  // b was never taken
