@@ -112,7 +112,7 @@ void EventLoop::admit(Connection client, ConnectionLimiter::Admission admission,
         // Refused sockets linger to read the client's request before closing, so that no
         // reset destroys the reply; at most kMaxLingering at once per loop, oldest closed first.
         while (refused_.size() >= kMaxLingering) {
-            connections_.erase(refused_.front());
+            forget(refused_.front());
             refused_.pop_front();
         }
         const std::uint64_t id =
@@ -164,20 +164,29 @@ Interest EventLoop::step(EventConnection& connection, Clock::time_point now, boo
 // Closes a finished connection, or updates its epoll interest and its timer.
 void EventLoop::settle(std::uint64_t id, Watched& watched, Interest next) {
     if (next == Interest::close) {
-        connections_.erase(id);  // closing the socket also removes it from epoll
+        forget(id);
         return;
     }
     if (next != watched.interest &&
         control(epoll_.get(), EPOLL_CTL_MOD, watched.connection->fd(), events_for(next), id)) {
         watched.interest = next;
     }
-    // Only a deadline that moves earlier needs a new entry; a later one is found when the
-    // old entry comes due (see TimerQueue).
+    // Only a deadline that moves earlier is rescheduled at once; one that moves later is
+    // found when the entry comes due, which saves touching the heap on every read or write.
     const auto deadline = watched.connection->deadline();
     if (deadline < watched.scheduled) {
-        timers_.push(deadline, id);
+        timers_.schedule(id, deadline);
         watched.scheduled = deadline;
     }
+}
+
+// Destroys a connection (closing its socket also removes it from epoll) and its timer entry,
+// so that the heap only ever holds open connections, whatever the timeout.
+void EventLoop::forget(std::uint64_t id) {
+    const auto found = connections_.find(id);
+    if (found == connections_.end()) return;
+    if (found->second.scheduled != Clock::time_point::max()) timers_.cancel(id);
+    connections_.erase(found);
 }
 
 // Handles every deadline that has passed, and resumes accepting after a pause.
@@ -188,7 +197,7 @@ void EventLoop::expire(Clock::time_point now) {
             continue;
         }
         const auto found = connections_.find(due.id);
-        if (found == connections_.end() || found->second.scheduled != due.when) continue;
+        if (found == connections_.end()) continue;
         Watched& watched = found->second;
         watched.scheduled = Clock::time_point::max();
         if (watched.connection->deadline() <= now) {
@@ -204,7 +213,7 @@ void EventLoop::pause_accepting(Clock::time_point now) {
     control(epoll_.get(), EPOLL_CTL_DEL, shared_.listener.fd(), 0, kListenerId);
     accepting_ = false;
     resume_at_ = now + kAcceptBackoff;
-    timers_.push(resume_at_, kResumeTimerId);
+    timers_.schedule(kResumeTimerId, resume_at_);
 }
 
 void EventLoop::resume_accepting() {
