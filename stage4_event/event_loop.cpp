@@ -102,9 +102,12 @@ void EventLoop::admit(Connection client, ConnectionLimiter::Admission admission,
     ++shared_.counters.accepted;
     try {
         if (admission.verdict == ConnectionLimiter::Verdict::admitted) {
+            // Not read at once: the loop is usually woken by the handshake, before the client
+            // has sent its request, and a read now would mostly fail with EAGAIN. epoll says
+            // when the request is there.
             add(std::make_unique<EventConnection>(std::move(client), std::move(admission.slot),
                                                   shared_.context, shared_.counters, now),
-                now);
+                Interest::read);
             return;
         }
         const bool per_client = admission.verdict == ConnectionLimiter::Verdict::client_full;
@@ -115,11 +118,12 @@ void EventLoop::admit(Connection client, ConnectionLimiter::Admission admission,
             forget(refused_.front());
             refused_.pop_front();
         }
-        const std::uint64_t id =
-            add(std::make_unique<EventConnection>(std::move(client),
-                                                  refusal_response(per_client ? 429 : 503),
-                                                  shared_.context, shared_.counters, now),
-                now);
+        auto refusal = std::make_unique<EventConnection>(std::move(client),
+                                                         refusal_response(per_client ? 429 : 503),
+                                                         shared_.context, shared_.counters, now);
+        const Interest next = step(*refusal, now, false);  // the reply goes out at once
+        if (next == Interest::close) return;
+        const std::uint64_t id = add(std::move(refusal), next);
         if (id != 0) refused_.push_back(id);
     } catch (const std::exception&) {
         // No memory for this client: the fixed 503 still goes out (if it was not moved yet).
@@ -127,18 +131,14 @@ void EventLoop::admit(Connection client, ConnectionLimiter::Admission admission,
     }
 }
 
-// Lets a new connection make its first progress at once — the request has usually arrived
-// together with the connection, and then it is served without ever entering epoll — and
-// registers it only if it has to wait. Returns its id, or 0 if it is already finished.
-std::uint64_t EventLoop::add(std::unique_ptr<EventConnection> connection, Clock::time_point now) {
-    const Interest next = step(*connection, now, false);
-    if (next == Interest::close) return 0;
+// Registers a connection with epoll, waiting for @p first; its id, or 0 if the kernel refused.
+std::uint64_t EventLoop::add(std::unique_ptr<EventConnection> connection, Interest first) {
     const std::uint64_t id = next_id_++;
-    if (!control(epoll_.get(), EPOLL_CTL_ADD, connection->fd(), events_for(next), id)) {
+    if (!control(epoll_.get(), EPOLL_CTL_ADD, connection->fd(), events_for(first), id)) {
         return 0;  // the kernel is out of memory: this connection closes
     }
-    auto [entry, added] = connections_.emplace(id, Watched{std::move(connection), next});
-    settle(id, entry->second, next);
+    auto [entry, added] = connections_.emplace(id, Watched{std::move(connection), first});
+    settle(id, entry->second, first);
     return id;
 }
 

@@ -69,7 +69,7 @@ class EventLoop {
 
     void accept_clients(Clock::time_point now);
     void admit(Connection client, ConnectionLimiter::Admission admission, Clock::time_point now);
-    std::uint64_t add(std::unique_ptr<EventConnection> connection, Clock::time_point now);
+    std::uint64_t add(std::unique_ptr<EventConnection> connection, Interest first);
     void drive(std::uint64_t id, Clock::time_point now, bool stopping);
     static Interest step(EventConnection& connection, Clock::time_point now, bool stopping);
     void settle(std::uint64_t id, Watched& watched, Interest next);
