@@ -62,6 +62,8 @@ OPTIONAL_STAGES = {"stage4"}
 #: Stages with stage 3's command line (-maxclient, -maxtotal, --reclaim-idle).
 LIMITED_STAGES = {"stage3", "stage4"}
 SECTIONS = ("testcases", "ab", "large", "flood", "micro")
+#: The peers the throughput sections compare the stages with.
+PEERS = ("nginx", "apache", "python")
 
 
 @dataclass
@@ -126,6 +128,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, help="repetitions of every ab run and testcase")
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})")
+    parser.add_argument("--servers", default=None,
+                        help="comma-separated servers of the throughput sections (default "
+                        f"all: {','.join([*STAGES, *PEERS])}); keep nginx for the ratios")
+    parser.add_argument("--concurrency", default=None,
+                        help="comma-separated ab concurrencies on the 1 KiB file (default "
+                        f"{','.join(str(c) for c in Settings.concurrencies)})")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default build/bench)")
     parser.add_argument("--publish", action="store_true",
@@ -143,12 +151,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections {', '.join(sorted(unknown))}")
+    if args.servers is not None:
+        args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+        unknown = set(args.servers) - {*STAGES, *PEERS}
+        if unknown:
+            parser.error(f"unknown servers {', '.join(sorted(unknown))}")
+    if args.concurrency is not None:
+        try:
+            args.concurrency = tuple(int(c) for c in args.concurrency.split(","))
+        except ValueError:
+            parser.error("--concurrency takes numbers, e.g. 12,200")
+        if not args.concurrency or min(args.concurrency) < 1:
+            parser.error("--concurrency takes numbers of at least 1")
     if args.publish:
         # docs/bench holds the figures ANSWERS.md quotes: only a complete, full run replaces them.
         if args.out is not None:
             parser.error("--publish writes docs/bench; it does not take --out")
-        if args.quick or args.reps or args.clients or set(args.sections) != set(SECTIONS):
-            parser.error("--publish needs the full run: no --quick, --reps, --clients or --only")
+        if (args.quick or args.reps or args.clients or args.servers or args.concurrency
+                or set(args.sections) != set(SECTIONS)):
+            parser.error("--publish needs the full run: no --quick, --reps, --clients, "
+                         "--servers, --concurrency or --only")
         args.out = REPO_DIR / "docs" / "bench"
     elif args.out is None:
         args.out = REPO_DIR / "build" / "bench"
@@ -184,20 +206,23 @@ def rotated(items: list, k: int) -> list:
 # ------------------------------------------------------------------------------------------
 
 
-def start_throughput_servers(settings, site, work, stages, results, log):
-    """Starts every server of the throughput sections; a stage that fails ends the bench, a
-    peer that fails (nginx, Apache, Python) is left out with a note."""
+def start_throughput_servers(settings, site, work, stages, results, log, only=None):
+    """Starts every server of the throughput sections (those named in @p only, if given); a
+    stage that fails ends the bench, a peer that fails (nginx, Apache, Python) is left out
+    with a note."""
     made = []
     for short, binary in stages.items():
+        if only is not None and short not in only:
+            continue
         extra = ()
         if short in LIMITED_STAGES:
             extra = ("-maxclient", str(settings.stage3_max_client),
                      "-maxtotal", str(settings.stage3_max_total))
         made.append(sv.StageServer(work, site.root, binary, short,
                                    timeout=settings.server_timeout, extra=extra))
-    made.append(sv.NginxServer(work, site.root))
-    made.append(sv.ApacheServer(work, site.root))
-    made.append(sv.PythonServer(work, site.root))
+    peers = {"nginx": sv.NginxServer, "apache": sv.ApacheServer, "python": sv.PythonServer}
+    made += [peer(work, site.root) for name, peer in peers.items()
+             if only is None or name in only]
     running = []
     for server in made:
         try:
@@ -295,6 +320,9 @@ def _ab_row(result, drops, ctx, server, file, size, concurrency, rep):
     row["ctx_live_threads"] = ctx.live_threads
     row["ctx_live_threads_per_request"] = per_request(ctx.live_threads)
     row["ctx_processes_exited"] = ctx.processes_exited
+    row["cpu_s"] = ctx.cpu_seconds
+    row["cpu_us_per_request"] = (ctx.cpu_seconds * 1e6 / result.complete
+                                 if ctx.cpu_seconds is not None and result.complete else None)
     return row
 
 
@@ -344,13 +372,16 @@ def run_ab_small(settings, site, running, work, results, log, counter):
                 rps = f"{result.rps:,.0f}" if result.rps is not None else "–"
                 if result.rps_before_abort is not None:
                     rps += f" (≈{result.rps_before_abort:,.0f} before ab gave up)"
+                if row["cpu_us_per_request"] is not None:
+                    rps += f" {row['cpu_us_per_request']:.1f}µs"
                 if row["ctx_per_request"] is not None:
                     rps += f" {row['ctx_per_request']:.2f}cs"
                 if result.short:
                     rps += f" (short: {result.seconds:.2f} s)"
                 line.append(f"{server.name} {rps}" + (f" ({result.failures} fail)"
                                                       if result.failures else ""))
-            log(f"1 KiB c={c} round {rep + 1}/{settings.reps}: req/s, switches/request: "
+            log(f"1 KiB c={c} round {rep + 1}/{settings.reps}: req/s, server CPU/request, "
+                "switches/request: "
                 + ", ".join(line))
 
 
@@ -461,8 +492,8 @@ def console_summary(results, goals, out: Path) -> str:
         rows = [r for r in summary if r["file"] == file]
         unit = "mib_per_s" if report.rate_key(rows[0]["file_bytes"]) == "mib_per_s" else "rps"
         lines.append(f"{file:10} {'server':7} {'c':>4} {'MiB/s' if unit != 'rps' else 'req/s':>9} "
-                     f"{'min-max':>15} {'p99 ms':>9} {'cs/req':>7} {'fail':>5} {'x nginx':>7} "
-                     f"{'min-max':>10}")
+                     f"{'min-max':>15} {'p99 ms':>9} {'CPU us':>7} {'x ngx':>6} {'cs/req':>7} "
+                     f"{'x ngx':>6} {'fail':>5} {'x nginx':>7} {'min-max':>10}")
         for r in sorted(rows, key=lambda r: r["concurrency"]):
             low, high = r[f"{unit}_min"], r[f"{unit}_max"]
             spread = f"{low:,.0f}-{high:,.0f}" if low is not None else "–"
@@ -471,7 +502,10 @@ def console_summary(results, goals, out: Path) -> str:
             lines.append(f"{'':10} {r['server']:7} {r['concurrency']:>4} "
                          f"{f(r[f'{unit}_median'], '{:,.0f}'):>9} {spread:>15} "
                          f"{f(r['p99_ms_median'], '{:.3f}'):>9} "
+                         f"{f(r['cpu_us_per_request_median'], '{:.1f}'):>7} "
+                         f"{f(r['cpu_ratio_to_nginx'], '{:.2f}'):>6} "
                          f"{f(r['ctx_per_request_median'], '{:.2f}'):>7} "
+                         f"{f(r['ctx_ratio_to_nginx'], '{:.2f}'):>6} "
                          f"{r['failures_total']:>5} {f(r['ratio_to_nginx'], '{:.2f}'):>7} "
                          f"{ratio_spread:>10}")
         lengths = report.run_lengths(results.ab_rows, file)
@@ -521,6 +555,8 @@ def main(argv: list[str]) -> int:
         settings.clients = args.clients
     if args.reps:
         settings.reps = settings.tc_reps = settings.large_reps = args.reps
+    if args.concurrency:
+        settings.concurrencies = args.concurrency
     log = Log()
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
@@ -565,7 +601,8 @@ def main(argv: list[str]) -> int:
             f"{len(site.few_large)} large files, 100 MiB")
         wanted = set(args.sections)
         if wanted & {"testcases", "ab", "large"}:
-            running = start_throughput_servers(settings, site, work, stages, results, log)
+            running = start_throughput_servers(settings, site, work, stages, results, log,
+                                               args.servers)
             if "testcases" in wanted:
                 run_testcases(settings, site, running, results, log)
             if "ab" in wanted:

@@ -102,9 +102,12 @@ void EventLoop::admit(Connection client, ConnectionLimiter::Admission admission,
     ++shared_.counters.accepted;
     try {
         if (admission.verdict == ConnectionLimiter::Verdict::admitted) {
+            // Not read at once: the loop is usually woken by the handshake, before the client
+            // has sent its request, and a read now would mostly fail with EAGAIN. epoll says
+            // when the request is there.
             add(std::make_unique<EventConnection>(std::move(client), std::move(admission.slot),
                                                   shared_.context, shared_.counters, now),
-                now);
+                Interest::read);
             return;
         }
         const bool per_client = admission.verdict == ConnectionLimiter::Verdict::client_full;
@@ -112,14 +115,15 @@ void EventLoop::admit(Connection client, ConnectionLimiter::Admission admission,
         // Refused sockets linger to read the client's request before closing, so that no
         // reset destroys the reply; at most kMaxLingering at once per loop, oldest closed first.
         while (refused_.size() >= kMaxLingering) {
-            connections_.erase(refused_.front());
+            forget(refused_.front());
             refused_.pop_front();
         }
-        const std::uint64_t id =
-            add(std::make_unique<EventConnection>(std::move(client),
-                                                  refusal_response(per_client ? 429 : 503),
-                                                  shared_.context, shared_.counters, now),
-                now);
+        auto refusal = std::make_unique<EventConnection>(std::move(client),
+                                                         refusal_response(per_client ? 429 : 503),
+                                                         shared_.context, shared_.counters, now);
+        const Interest next = step(*refusal, now, false);  // the reply goes out at once
+        if (next == Interest::close) return;
+        const std::uint64_t id = add(std::move(refusal), next);
         if (id != 0) refused_.push_back(id);
     } catch (const std::exception&) {
         // No memory for this client: the fixed 503 still goes out (if it was not moved yet).
@@ -127,18 +131,14 @@ void EventLoop::admit(Connection client, ConnectionLimiter::Admission admission,
     }
 }
 
-// Lets a new connection make its first progress at once — the request has usually arrived
-// together with the connection, and then it is served without ever entering epoll — and
-// registers it only if it has to wait. Returns its id, or 0 if it is already finished.
-std::uint64_t EventLoop::add(std::unique_ptr<EventConnection> connection, Clock::time_point now) {
-    const Interest next = step(*connection, now, false);
-    if (next == Interest::close) return 0;
+// Registers a connection with epoll, waiting for @p first; its id, or 0 if the kernel refused.
+std::uint64_t EventLoop::add(std::unique_ptr<EventConnection> connection, Interest first) {
     const std::uint64_t id = next_id_++;
-    if (!control(epoll_.get(), EPOLL_CTL_ADD, connection->fd(), events_for(next), id)) {
+    if (!control(epoll_.get(), EPOLL_CTL_ADD, connection->fd(), events_for(first), id)) {
         return 0;  // the kernel is out of memory: this connection closes
     }
-    auto [entry, added] = connections_.emplace(id, Watched{std::move(connection), next});
-    settle(id, entry->second, next);
+    auto [entry, added] = connections_.emplace(id, Watched{std::move(connection), first});
+    settle(id, entry->second, first);
     return id;
 }
 
@@ -164,20 +164,29 @@ Interest EventLoop::step(EventConnection& connection, Clock::time_point now, boo
 // Closes a finished connection, or updates its epoll interest and its timer.
 void EventLoop::settle(std::uint64_t id, Watched& watched, Interest next) {
     if (next == Interest::close) {
-        connections_.erase(id);  // closing the socket also removes it from epoll
+        forget(id);
         return;
     }
     if (next != watched.interest &&
         control(epoll_.get(), EPOLL_CTL_MOD, watched.connection->fd(), events_for(next), id)) {
         watched.interest = next;
     }
-    // Only a deadline that moves earlier needs a new entry; a later one is found when the
-    // old entry comes due (see TimerQueue).
+    // Only a deadline that moves earlier is rescheduled at once; one that moves later is
+    // found when the entry comes due, which saves touching the heap on every read or write.
     const auto deadline = watched.connection->deadline();
     if (deadline < watched.scheduled) {
-        timers_.push(deadline, id);
+        timers_.schedule(id, deadline);
         watched.scheduled = deadline;
     }
+}
+
+// Destroys a connection (closing its socket also removes it from epoll) and its timer entry,
+// so that the heap only ever holds open connections, whatever the timeout.
+void EventLoop::forget(std::uint64_t id) {
+    const auto found = connections_.find(id);
+    if (found == connections_.end()) return;
+    if (found->second.scheduled != Clock::time_point::max()) timers_.cancel(id);
+    connections_.erase(found);
 }
 
 // Handles every deadline that has passed, and resumes accepting after a pause.
@@ -188,7 +197,7 @@ void EventLoop::expire(Clock::time_point now) {
             continue;
         }
         const auto found = connections_.find(due.id);
-        if (found == connections_.end() || found->second.scheduled != due.when) continue;
+        if (found == connections_.end()) continue;
         Watched& watched = found->second;
         watched.scheduled = Clock::time_point::max();
         if (watched.connection->deadline() <= now) {
@@ -204,7 +213,7 @@ void EventLoop::pause_accepting(Clock::time_point now) {
     control(epoll_.get(), EPOLL_CTL_DEL, shared_.listener.fd(), 0, kListenerId);
     accepting_ = false;
     resume_at_ = now + kAcceptBackoff;
-    timers_.push(resume_at_, kResumeTimerId);
+    timers_.schedule(kResumeTimerId, resume_at_);
 }
 
 void EventLoop::resume_accepting() {

@@ -42,7 +42,8 @@ struct Shared {
 /// arriving client, and there is one listen queue for all of them. The kernel wakes the first
 /// waiting loop in the order the loops registered the listener, so without care the first loop
 /// takes nearly every client; every kRotateEvery clients a loop registers again, which puts it
-/// last in that order. Deadlines live in a TimerQueue and bound the wait of epoll_wait().
+/// last in that order. Deadlines live in a TimerQueue, one entry per open connection, and bound the
+/// wait of epoll_wait().
 class EventLoop {
   public:
     /// @brief Sets up epoll for @p shared's listener and the shutdown descriptor; throws
@@ -68,10 +69,11 @@ class EventLoop {
 
     void accept_clients(Clock::time_point now);
     void admit(Connection client, ConnectionLimiter::Admission admission, Clock::time_point now);
-    std::uint64_t add(std::unique_ptr<EventConnection> connection, Clock::time_point now);
+    std::uint64_t add(std::unique_ptr<EventConnection> connection, Interest first);
     void drive(std::uint64_t id, Clock::time_point now, bool stopping);
     static Interest step(EventConnection& connection, Clock::time_point now, bool stopping);
     void settle(std::uint64_t id, Watched& watched, Interest next);
+    void forget(std::uint64_t id);
     void expire(Clock::time_point now);
     void pause_accepting(Clock::time_point now);
     void resume_accepting();

@@ -4,20 +4,19 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <utility>
+#include <unordered_map>
 #include <vector>
 
 #include "lab/net.hpp"
 
 namespace lab {
 
-/// @brief A min-heap of (deadline, connection id): the earliest deadline is always on top.
+/// @brief A min-heap of (deadline, id), at most one entry per id: the earliest on top.
 ///
-/// Entries are never removed early. A connection whose deadline moves later leaves its old
-/// entry in place; when that entry comes due the owner sees the deadline has moved and
-/// pushes the new one (lazy deletion, as in libevent's and nginx's timer trees). So pushing
-/// is needed only when a deadline moves *earlier*, and the heap holds about one entry per
-/// connection.
+/// Every entry knows its place in the heap (an index kept beside it, as libev's and Go's
+/// timer heaps do), so a closed connection's entry is erased at once instead of waiting for
+/// its deadline: the heap holds one entry per connection that is still open, whatever the
+/// timeout and however many connections came and went.
 class TimerQueue {
   public:
     /// @brief One scheduled deadline.
@@ -26,8 +25,11 @@ class TimerQueue {
         std::uint64_t id = 0;    ///< Whose deadline it is.
     };
 
-    /// @brief Schedules @p id at @p when.
-    void push(Clock::time_point when, std::uint64_t id);
+    /// @brief Schedules @p id at @p when, replacing the deadline @p id had, if any.
+    void schedule(std::uint64_t id, Clock::time_point when);
+
+    /// @brief Removes @p id's entry; nothing if it has none.
+    void cancel(std::uint64_t id);
 
     /// @brief Removes and returns every entry due at or before @p now, earliest first.
     [[nodiscard]] std::vector<Entry> pop_due(Clock::time_point now);
@@ -36,11 +38,17 @@ class TimerQueue {
     /// -1 when empty: the timeout to give epoll_wait().
     [[nodiscard]] int wait_ms(Clock::time_point now) const;
 
-    /// @brief Entries scheduled (stale ones included).
+    /// @brief Entries scheduled: one per id that has a deadline.
     [[nodiscard]] std::size_t size() const noexcept { return heap_.size(); }
 
   private:
+    void place(std::size_t i, Entry entry);
+    void sift_up(std::size_t i, Entry entry);
+    void sift_down(std::size_t i, Entry entry);
+    void remove_at(std::size_t i);
+
     std::vector<Entry> heap_;
+    std::unordered_map<std::uint64_t, std::size_t> index_;  // id → its place in heap_
 };
 
 }  // namespace lab

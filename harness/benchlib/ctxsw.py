@@ -1,4 +1,9 @@
-"""Context switches of a server under test, over all its processes and threads.
+"""Context switches and CPU time of a server under test, over all its processes and threads.
+
+CPU time is simpler: ``/proc/PID/stat`` fields 14 and 15 (utime, stime) are the whole
+process's, its live threads plus every thread that has exited (the kernel folds an exiting
+thread's times into its process), in clock ticks; the bench sums them over the server's
+processes. Like the switches, a whole process that exits during a run takes its times with it.
 
 What the kernel offers, and what each source misses:
 
@@ -62,6 +67,7 @@ class Snapshot:
     pids: set[int] = field(default_factory=set)  #: the server's processes
     processes: dict[int, int] = field(default_factory=dict)  #: pid → taskstats total, if used
     threads: dict[int, int] = field(default_factory=dict)  #: tid → per-thread count
+    cpu_ticks: dict[int, int] = field(default_factory=dict)  #: pid → utime + stime (ticks)
 
 
 @dataclass
@@ -71,6 +77,7 @@ class Delta:
     switches: int | None  #: by the counter's method; None when nothing could be read
     live_threads: int  #: per-thread /proc sum over threads alive at the end (a lower bound)
     processes_exited: int  #: processes that ended in between: their switches are missing
+    cpu_seconds: float | None = None  #: user + system CPU time of the server's processes
 
 
 def session_pids(sid: int) -> list[int]:
@@ -90,6 +97,22 @@ def session_pids(sid: int) -> list[int]:
         if len(fields) > 3 and int(fields[3]) == sid and fields[0] not in (b"Z", b"X"):
             pids.append(int(entry))
     return pids
+
+
+#: Clock ticks per second of /proc/PID/stat's times.
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ticks(pid: int) -> int | None:
+    """utime + stime of process @p pid (all its threads, live and exited), in clock ticks;
+    None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    fields = text[text.rfind(b")") + 2:].split()  # fields[0] is field 3, the state
+    return int(fields[11]) + int(fields[12])
 
 
 def _thread_counts(pid: int) -> dict[int, int]:
@@ -187,6 +210,9 @@ class Counter:
         for pid in session_pids(sid):
             snap.pids.add(pid)
             snap.threads.update(_thread_counts(pid))
+            ticks = cpu_ticks(pid)
+            if ticks is not None:
+                snap.cpu_ticks[pid] = ticks
             if self._taskstats is not None:
                 try:
                     snap.processes[pid] = self._taskstats.switches(pid)
@@ -199,12 +225,14 @@ class Counter:
         counts from zero; one that disappeared is lost (and counted in processes_exited)."""
         live = sum(n - before.threads.get(tid, 0) for tid, n in after.threads.items())
         gone = len(before.pids - after.pids)
+        cpu = (sum(n - before.cpu_ticks.get(pid, 0) for pid, n in after.cpu_ticks.items())
+               / _TICKS if after.cpu_ticks else None)
         if not after.threads:
-            return Delta(None, 0, gone)
+            return Delta(None, 0, gone, cpu)
         if self._taskstats is None:
-            return Delta(live, live, gone)
+            return Delta(live, live, gone, cpu)
         switches = sum(n - before.processes.get(pid, 0) for pid, n in after.processes.items())
-        return Delta(switches, live, gone)
+        return Delta(switches, live, gone, cpu)
 
     def describe(self) -> str:
         """One sentence for summary.md: what was counted, and what it misses."""

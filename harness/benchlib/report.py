@@ -108,8 +108,9 @@ def rate_key(file_bytes: int) -> str:
 
 
 def round_ratios(rows: list[dict], file: str, concurrency: int, server: str,
-                 reference: str) -> list[float]:
-    """@p server's figure ÷ @p reference's, one ratio per round in which both measured one."""
+                 reference: str, key: str | None = None) -> list[float]:
+    """@p server's figure ÷ @p reference's, one ratio per round in which both measured one;
+    the figure is @p key, or the rate (rate_key) by default."""
     def by_round(name):
         return {r["rep"]: r for r in rows if r["file"] == file
                 and r["concurrency"] == concurrency and r["server"] == name}
@@ -120,9 +121,11 @@ def round_ratios(rows: list[dict], file: str, concurrency: int, server: str,
         other = theirs.get(rep)
         if other is None:
             continue
-        key = rate_key(row["file_bytes"])
-        if row.get(key) is not None and other.get(key):
-            ratios.append(row[key] / other[key])
+        figure = key or rate_key(row["file_bytes"])
+        if key is not None and not (row["ok"] and other["ok"]):
+            continue  # a cost per request of a run that failed says nothing
+        if row.get(figure) is not None and other.get(figure):
+            ratios.append(row[figure] / other[figure])
     return ratios
 
 
@@ -138,8 +141,9 @@ def run_lengths(rows: list[dict], file: str | None = None) -> dict | None:
 
 
 def ab_summary(rows: list[dict]) -> list[dict]:
-    """Per (file, server, concurrency): median and min–max of req/s, MiB/s, latency and
-    context switches per request over the rounds, and the per-round ratio to nginx."""
+    """Per (file, server, concurrency): median and min–max of req/s, MiB/s, latency, server
+    CPU time and context switches per request over the rounds, and the per-round ratios to
+    nginx (of the rate, of CPU per request and of switches per request)."""
     out = []
     keys = sorted({(r["file"], r["concurrency"]) for r in rows})
     for file, concurrency in keys:
@@ -149,6 +153,11 @@ def ab_summary(rows: list[dict]) -> list[dict]:
             rps, rps_min, rps_max = _spread(r["rps"] for r in mine)
             mib, mib_min, mib_max = _spread(r.get("mib_per_s") for r in mine if r["ok"])
             ctx, ctx_min, ctx_max = _spread(r.get("ctx_per_request") for r in mine if r["ok"])
+            cpu, cpu_min, cpu_max = _spread(r.get("cpu_us_per_request") for r in mine if r["ok"])
+            cpu_ratio, cpu_ratio_min, cpu_ratio_max = _spread(
+                round_ratios(rows, file, concurrency, server, "nginx", "cpu_us_per_request"))
+            ctx_ratio, ctx_ratio_min, ctx_ratio_max = _spread(
+                round_ratios(rows, file, concurrency, server, "nginx", "ctx_per_request"))
             secs, secs_min, secs_max = _spread(r["seconds"] for r in mine if r["ok"])
             ratio, ratio_min, ratio_max = _spread(
                 round_ratios(rows, file, concurrency, server, "nginx"))
@@ -166,6 +175,12 @@ def ab_summary(rows: list[dict]) -> list[dict]:
                 "ctx_live_threads_per_request_median": _median(
                     r.get("ctx_live_threads_per_request") for r in mine if r["ok"]),
                 "ctx_processes_exited": sum(r.get("ctx_processes_exited") or 0 for r in mine),
+                "ctx_ratio_to_nginx": ctx_ratio, "ctx_ratio_to_nginx_min": ctx_ratio_min,
+                "ctx_ratio_to_nginx_max": ctx_ratio_max,
+                "cpu_us_per_request_median": cpu, "cpu_us_per_request_min": cpu_min,
+                "cpu_us_per_request_max": cpu_max,
+                "cpu_ratio_to_nginx": cpu_ratio, "cpu_ratio_to_nginx_min": cpu_ratio_min,
+                "cpu_ratio_to_nginx_max": cpu_ratio_max,
                 "failures_total": sum(r["failures"] for r in mine),
                 "requests_total": sum(r["complete"] for r in mine),
                 "seconds_median": secs, "seconds_min": secs_min, "seconds_max": secs_max,
@@ -230,14 +245,24 @@ def _ratio_target(text, results: Results, file, concurrency, server, reference, 
                   f"{_f(a)} vs {_f(b)} {what}; needs ≥ {threshold}×)")
 
 
-def _ctx_target(text, summary, file, concurrency, server, limit) -> Target:
-    row = _find(summary, file, server, concurrency)
-    if row is None or row["ctx_per_request_median"] is None:
+def _cost_target(text, results: Results, file, concurrency, server, reference, limit,
+                 key, unit) -> Target:
+    """@p server's cost per request (@p key) ≤ @p limit × @p reference's, judged on the
+    median of per-round ratios."""
+    ratios = round_ratios(results.ab_rows, file, concurrency, server, reference, key)
+    if not ratios:
         return Target(text, None, "not measured")
-    return Target(text, row["ctx_per_request_median"] <= limit,
-                  f"{row['ctx_per_request_median']:.2f} per request (rounds "
-                  f"{row['ctx_per_request_min']:.2f}–{row['ctx_per_request_max']:.2f}; "
-                  f"needs ≤ {limit})")
+    ratio, low, high = _spread(ratios)
+
+    def median_of(name):
+        return _median(r.get(key) for r in results.ab_rows if r["file"] == file and r["ok"]
+                       and r["concurrency"] == concurrency and r["server"] == name)
+
+    a, b = median_of(server), median_of(reference)
+    fmt = "{:.1f}" if key == "cpu_us_per_request" else "{:.2f}"
+    return Target(text, ratio <= limit,
+                  f"{ratio:.2f}× (rounds {low:.2f}–{high:.2f}, n={len(ratios)}; medians "
+                  f"{_f(a, fmt)} vs {_f(b, fmt)} {unit}; needs ≤ {limit}×)")
 
 
 def targets(results: Results, summary: list[dict], small: str, huge: str) -> list[Target]:
@@ -262,17 +287,29 @@ def targets(results: Results, summary: list[dict], small: str, huge: str) -> lis
     out += _flood_targets(_flood(results, "stage3 --reclaim-idle", "trickle"),
                           "stage3 --reclaim-idle under the trickle flood", max_total, 0.5, None)
     if "stage4" not in results.stages:
-        out.append(Target("stage4 targets (1 KiB ≥ 1.0× nginx at c=12 and c=200, ≤ 0.3 "
-                          "context switches per request, 100 MiB ≥ 1.0× nginx, 10,000 idle "
-                          "connections)", None, "not measured: stage4 is not built"))
+        out.append(Target("stage4 targets (1 KiB ≥ 1.0× nginx req/s and ≤ 1.0× its CPU and "
+                          "context switches per request at c=12 and c=200, 100 MiB ≥ 1.0× "
+                          "nginx, 10,000 idle connections)", None,
+                          "not measured: stage4 is not built"))
         return out
     out += [
         _ratio_target("stage4 ≥ 1.0× nginx req/s, 1 KiB, c=12", results, small, 12,
                       "stage4", "nginx", 1.0),
         _ratio_target("stage4 ≥ 1.0× nginx req/s, 1 KiB, c=200", results, small, 200,
                       "stage4", "nginx", 1.0),
-        _ctx_target("stage4 ≤ 0.3 context switches per request, 1 KiB, c=12", summary, small,
-                    12, "stage4", 0.3),
+    ]
+    for c in (12, 200):
+        out += [
+            _cost_target(f"stage4 ≤ 1.0× nginx server CPU per request, 1 KiB, c={c}", results,
+                         small, c, "stage4", "nginx", 1.0, "cpu_us_per_request", "µs"),
+            _cost_target(f"stage4 ≤ 1.0× nginx context switches per request, 1 KiB, c={c}",
+                         results, small, c, "stage4", "nginx", 1.0, "ctx_per_request",
+                         "switches"),
+            _cost_target(f"stage4 ≤ 1.3× stage1 server CPU per request, 1 KiB, c={c} (aim)",
+                         results, small, c, "stage4", "stage1", 1.3, "cpu_us_per_request",
+                         "µs"),
+        ]
+    out += [
         _ratio_target(f"stage4 ≥ 1.0× nginx throughput, 100 MiB, c={large_c}", results, huge,
                       large_c, "stage4", "nginx", 1.0, "MiB/s"),
     ]
@@ -679,8 +716,14 @@ def summary_md(results: Results, tc_summary, summary, goals: list[Target], small
                   "req/s: median and min–max over the rounds. × nginx: the median of the "
                   "per-round ratios (this server's run ÷ nginx's run of the same round) and "
                   "their min–max. Latency is ab's total time per request (connect to last "
-                  "byte), p50/p99 are medians over the rounds. cs/req: the server's context "
-                  "switches per completed request, median over the rounds (see below). "
+                  "byte), p50/p99 are medians over the rounds. CPU µs/req: the server's CPU "
+                  "time (user + system, `/proc/PID/stat` utime + stime summed over all its "
+                  "processes, dead threads included) during the run ÷ the requests ab "
+                  "completed, median over the rounds; on a machine where the client takes a "
+                  "core, req/s only says the server keeps up, this says what each request "
+                  "costs it. cs/req: the server's context switches per completed request, "
+                  "median over the rounds (see below). The × nginx columns beside them are "
+                  "medians of per-round ratios, like the req/s one. "
                   "Failures = failed + non-2xx (+ the connections still open when ab gave up), "
                   "summed over all runs, of the requests completed. ab CPU = ab's CPU time / wall "
                   "time (1.00 = ab used a whole core, i.e. the client, not the server, may be the "
@@ -692,14 +735,15 @@ def summary_md(results: Results, tc_summary, summary, goals: list[Target], small
                   f"{s['ab_socket_timeout']:.0f} s): the average rate up to ab's last progress, "
                   "shorter stalls included; it is not used in any ratio.", ""]
         lines += _table(["server", "c", "req/s (median)", "min–max", "× nginx",
-                         "× nginx min–max", "p50 ms", "p99 ms", "cs/req", "failures",
-                         "ab CPU", "listen drops"], [
+                         "× nginx min–max", "p50 ms", "p99 ms", "CPU µs/req", "CPU × nginx",
+                         "cs/req", "cs × nginx", "failures", "ab CPU", "listen drops"], [
             [r["server"], str(r["concurrency"]),
              _f(r["rps_median"], none=_aborted(r)), _range(r["rps_min"], r["rps_max"]),
              _f(r["ratio_to_nginx"], "{:.2f}"),
              _range(r["ratio_to_nginx_min"], r["ratio_to_nginx_max"], "{:.2f}"),
              _f(r["p50_ms_median"], "{:.3f}"), _f(r["p99_ms_median"], "{:.3f}"),
-             _f(r["ctx_per_request_median"], "{:.2f}"),
+             _f(r["cpu_us_per_request_median"], "{:.1f}"), _f(r["cpu_ratio_to_nginx"], "{:.2f}"),
+             _f(r["ctx_per_request_median"], "{:.2f}"), _f(r["ctx_ratio_to_nginx"], "{:.2f}"),
              f"{r['failures_total']}/{r['requests_total']}",
              _f(r["ab_cpu_median"], "{:.2f}"), str(r["listen_overflows"])]
             for r in sorted(rows, key=lambda r: r["concurrency"])])
