@@ -57,11 +57,6 @@ def autograde(*args: str, timeout: float = 600, **kwargs) -> subprocess.Complete
                           timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)
 
 
-def throwaway_user() -> str:
-    """A uid with no passwd entry for the student's code, when we may switch to it."""
-    return str(62000 + uuid.uuid4().int % 3000) if os.geteuid() == 0 else ""
-
-
 # --------------------------------------------------------------------------------------------
 # Gradescope
 # --------------------------------------------------------------------------------------------
@@ -88,7 +83,7 @@ def test_zip_has_gradescope_layout(gradescope_zip, tmp_path):
         assert subprocess.run(["bash", "-n", str(tmp_path / script)]).returncode == 0
     assert not any(name.startswith(("common/", "stage", "build")) for name in names)
     settings = json.loads((tmp_path / "autograder.json").read_text())
-    assert settings["run_as"] == "student" and settings["hidden_dirs"] == ["hidden/0"]
+    assert settings["sandbox"] == "auto" and settings["hidden_dirs"] == ["hidden/0"]
 
 
 def fake_autograder(tmp_path: Path, gradescope_zip: Path, submission: Path) -> dict:
@@ -103,8 +98,7 @@ def fake_autograder(tmp_path: Path, gradescope_zip: Path, submission: Path) -> d
     shims = tmp_path / "shims"
     shims.mkdir()
     (shims / "python3").symlink_to(GRADER_PYTHON)
-    env = {**os.environ, "AUTOGRADER_ROOT": str(prefix), "AUTOGRADER_RUN_AS": throwaway_user(),
-           "PATH": f"{shims}:{os.environ['PATH']}"}
+    env = {**os.environ, "AUTOGRADER_ROOT": str(prefix), "PATH": f"{shims}:{os.environ['PATH']}"}
     proc = subprocess.run(["bash", str(prefix / "run_autograder")], env=env, capture_output=True,
                           text=True, timeout=800, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -119,7 +113,7 @@ def test_gradescope_reference_gets_full_marks(tmp_path, gradescope_zip):
     failed = {t["name"]: t["output"] for t in results["tests"] if t["status"] != "passed"}
     assert not failed, failed
     assert results["score"] == results["max_score"] == 70 + 100 + 2 * 5  # + the hidden check
-    assert results["extra_data"] == {"complete": True, "status": "ok"}
+    assert results["extra_data"] == {"complete": True, "status": "ok", "sandbox": "bwrap"}
     names = {t["name"].split(":")[0] for t in results["tests"]}
     assert {"stage2_threaded/index_html", "stage3_limited/per_client_limit",
             "stage3_limited/subdir_index"} <= names
@@ -212,10 +206,13 @@ PRESETS = json.dumps({
 })
 
 
-def fake_submission(root: Path, name: str, server: str, cmake_extra: str = "") -> None:
-    """A CMake project whose two stages are shell wrappers running @p server."""
+def fake_submission(root: Path, name: str, server: str, cmake_extra: str = "") -> Path:
+    """A CMake project whose two stages are shell wrappers running @p server, with a copy of
+    quirky_server.py (a server may run ``${CMAKE_SOURCE_DIR}/quirky_server.py``: the grader
+    builds and runs a copy of the submission, which sees nothing of the kit)."""
     folder = root / name
     folder.mkdir(parents=True)
+    shutil.copy(QUIRKY, folder / "quirky_server.py")
     (folder / "CMakePresets.json").write_text(PRESETS)
     (folder / "CMakeLists.txt").write_text(f"""
 cmake_minimum_required(VERSION 3.21)
@@ -228,12 +225,13 @@ foreach(stage stage2_threaded stage3_limited)
   add_custom_target(${{stage}})
 endforeach()
 """)
+    return folder
 
 
 @pytest.fixture
 def submissions(tmp_path) -> Path:
     root = tmp_path / "submissions"
-    fake_submission(root, "alice", f"{sys.executable} {QUIRKY}")
+    fake_submission(root, "alice", f"{sys.executable} ${{CMAKE_SOURCE_DIR}}/quirky_server.py")
     fake_submission(root, "bob", "true", 'message(FATAL_ERROR "bob forgot a semicolon")')
     token = f"grader-test-{uuid.uuid4().hex}"
     fake_submission(root, "carol", f"{sys.executable} -c 'import time; time.sleep(1000)' {token}")
@@ -277,3 +275,4 @@ def test_grade_all_stops_cleanly_on_sigterm(tmp_path, submissions):
     rows = {row["student"]: row for row in csv.DictReader((out / "grades.csv").open())}
     assert rows["carol"]["status"] == "incomplete"
     assert rows["alice"]["status"] == "incomplete"  # 300 s of checks cannot have finished
+
