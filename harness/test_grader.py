@@ -284,6 +284,15 @@ def test_server_that_crashes_at_start(tmp_path):
     assert len(list(junit.iter("failure"))) == len(CHECKS["limited"])
 
 
+def test_server_command_not_found(tmp_path):
+    """A misspelt program: the shell's 127 is explained, and the reason ends its sentence."""
+    proc, results, _ = grade(tmp_path, "no-such-server-program -p {port}", "threaded",
+                             "--checks", "index_html", timeout=60)
+    output = results["tests"][0]["output"]
+    assert "exited with status 127 (command not found" in output, output
+    assert output.split("\n", 1)[0].endswith("."), output
+
+
 def test_server_that_accepts_but_never_answers(tmp_path):
     token = f"grader-test-{uuid.uuid4().hex}"
     server = tmp_path / "mute.py"

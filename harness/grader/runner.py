@@ -142,11 +142,19 @@ def cap_notes(ctx: CheckContext, died) -> list:
     return notes
 
 
+def sentence(text: str) -> str:
+    """@p text ending its sentence: a full stop unless it has one (or ends a list or quote)."""
+    stripped = text.rstrip()
+    if not stripped or stripped[-1] in ".!?:\"'":
+        return stripped
+    return stripped + "."
+
+
 def compose_output(ctx: CheckContext, passed: bool, message: str, trace: str) -> str:
     """The text shown for a check: reason, what was observed, and the server's log tails."""
     parts = []
     if not passed:
-        parts.append(message)
+        parts.append(sentence(message))
     if ctx.notes:
         parts.append("\n".join(f"  {note}" for note in ctx.notes))
     if trace:
