@@ -17,7 +17,7 @@ import uuid
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional
 
 from . import httpclient
 from .httpclient import ProtocolError, Response

@@ -101,8 +101,12 @@ class Sandbox:
         return inner
 
     def env(self, home: Path, extra: Dict[str, str]) -> Dict[str, str]:
-        """The environment of a sandboxed run: a plain PATH and @p extra, nothing else."""
-        return {"PATH": SANDBOX_PATH, "HOME": str(home), "LANG": "C.UTF-8", **extra}
+        """The environment of a sandboxed run: a plain PATH and @p extra, nothing else (and,
+        where /tmp is the machine's, TMPDIR pointing at the submission's own)."""
+        env = {"PATH": SANDBOX_PATH, "HOME": str(home), "LANG": "C.UTF-8", **extra}
+        if self.layer != "bwrap" and self.tmp is not None:
+            env["TMPDIR"] = str(self.tmp)
+        return env
 
     def reap(self) -> None:
         """Kills every process of the submission's uid (the kernel's kill(-1) as that uid,

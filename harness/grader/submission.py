@@ -198,7 +198,8 @@ def run_bounded(argv: List[str], cwd: Path, log: Path, token: str, deadline: flo
     argv = sandbox.wrap(argv, cwd)
     extra = {BATCH_VARIABLE: token, "PYTHONUNBUFFERED": "1"}
     if sandbox.sealed:
-        env = sandbox.env(Path("/tmp"), extra)
+        home = Path("/tmp") if sandbox.layer == "bwrap" or sandbox.tmp is None else sandbox.tmp
+        env = sandbox.env(home, extra)
     else:
         env = {**os.environ, **(env or {}), **extra}
     most = now = 0
