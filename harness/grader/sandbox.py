@@ -93,7 +93,7 @@ class Sandbox:
         inner = ["prlimit", f"--as={self.caps.memory_mib << 20}", f"--nproc={self.caps.procs}",
                  f"--fsize={self.caps.file_mib << 20}", "--core=0", "--",
                  "setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
-                 "--no-new-privs", "--inh-caps=-all", "--", *argv]
+                 "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--", *argv]
         if self.layer == "bwrap":
             return [*bwrap_prefix(self.writable, readable, self.tmp, cwd), *inner]
         if self.layer == "unshare":
