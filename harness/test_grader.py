@@ -159,10 +159,11 @@ def stage_cmd(stage: str, *extra: str) -> str:
     return " ".join([shlex.quote(str(binary(stage))), "-p", "{port}", "-r", "{root}", *extra])
 
 
-def wait_for_process(token: str, timeout: float = 60) -> bool:
-    """Waits until a live process's command line contains @p token; False if none does."""
+def wait_for_process(token: str, timeout: float = 60, besides: int = 0) -> bool:
+    """Waits until a live process's command line contains @p token (not counting process
+    @p besides, whose own arguments may hold it); False if none does."""
     deadline = time.monotonic() + timeout
-    while not no_process_mentions(token):
+    while not [line for line in no_process_mentions(token) if not line.startswith(f"{besides}: ")]:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
@@ -175,7 +176,8 @@ def sigterm_once_started(proc: subprocess.Popen, token: str, what: str, settle: 
     @p settle seconds pass, sends SIGTERM to @p proc and returns its (stdout, stderr); @p proc is
     killed if anything fails on the way."""
     try:
-        assert wait_for_process(token), f"{what} never started"
+        # The grader's own command line may carry the token too: the server's is awaited.
+        assert wait_for_process(token, besides=proc.pid), f"{what} never started"
         time.sleep(settle)
         proc.send_signal(signal.SIGTERM)
         return proc.communicate(timeout=timeout)
