@@ -144,7 +144,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         metavar="DIR", help="with --sandbox bwrap: a directory the server sees "
                                             "and may write (where its program is); repeatable")
     parser.add_argument("--sandbox-tmp", type=Path, metavar="DIR",
-                        help="with --sandbox bwrap: the server's /tmp (default a fresh tmpfs)")
+                        help="with --sandbox uid or unshare: the server's TMPDIR (bwrap gives "
+                             "each run a fresh /tmp of 4 times --max-file-size)")
     parser.add_argument("--memory", type=positive_int, default=Caps.memory_mib, metavar="MIB",
                         help=f"sandbox cap: address space per process (default {Caps.memory_mib})")
     parser.add_argument("--max-procs", type=positive_int, default=Caps.procs, metavar="N",

@@ -54,6 +54,10 @@ class Caps:
     procs: int = DEFAULT_PROCS
     file_mib: int = DEFAULT_FILE_MIB
 
+    def tmp_bytes(self) -> int:
+        """Size of the private /tmp (bwrap): room for four files of the largest size."""
+        return 4 * (self.file_mib << 20)
+
     def words(self) -> str:
         return (f"{self.memory_mib} MiB of memory per process, {self.procs} processes and "
                 f"threads, {self.file_mib} MiB per file")
@@ -68,7 +72,7 @@ class Sandbox:
     gid: Optional[int] = None
     caps: Caps = field(default_factory=Caps)
     writable: List[Path] = field(default_factory=list)  #: the submission's own copy
-    tmp: Optional[Path] = None  #: mounted as /tmp (bwrap), owned by the uid
+    tmp: Optional[Path] = None  #: its TMPDIR where /tmp is the machine's (uid, unshare)
 
     @property
     def sealed(self) -> bool:
@@ -95,7 +99,7 @@ class Sandbox:
                  "setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
                  "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--", *argv]
         if self.layer == "bwrap":
-            return [*bwrap_prefix(self.writable, readable, self.tmp, cwd), *inner]
+            return [*bwrap_prefix(self.writable, readable, self.caps.tmp_bytes(), cwd), *inner]
         if self.layer == "unshare":
             return ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--", *inner]
         return inner
@@ -115,9 +119,11 @@ class Sandbox:
             reap_uid(self.uid, self.gid)
 
 
-def bwrap_prefix(writable: Sequence[Path], readable: Sequence[Path], tmp: Optional[Path],
+def bwrap_prefix(writable: Sequence[Path], readable: Sequence[Path], tmp_bytes: int,
                  cwd: Path) -> List[str]:
-    """bubblewrap's command line for a minimal view: the system read-only, /tmp private."""
+    """bubblewrap's command line for a minimal view: the system read-only, a fresh /tmp of
+    @p tmp_bytes for each run (never a directory the code could have written to before: no
+    link it left there can steer where bwrap, as root, makes the mount points below)."""
     argv = ["bwrap", "--unshare-pid", "--die-with-parent", "--unshare-ipc", "--unshare-uts",
             "--ro-bind", "/usr", "/usr", "--ro-bind", "/etc", "/etc", "--ro-bind", "/sys", "/sys",
             "--proc", "/proc", "--dev", "/dev"]
@@ -127,10 +133,7 @@ def bwrap_prefix(writable: Sequence[Path], readable: Sequence[Path], tmp: Option
             argv += ["--symlink", os.readlink(top), str(top)]
         elif top.is_dir():
             argv += ["--ro-bind", str(top), str(top)]
-    if tmp is not None:
-        argv += ["--bind", str(tmp), "/tmp"]
-    else:
-        argv += ["--tmpfs", "/tmp"]
+    argv += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", "/tmp"]
     made = {Path("/"), Path("/tmp")}
     for flag, paths in (("--bind", writable), ("--ro-bind", readable)):
         for path in paths:
