@@ -30,13 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grader import contract  # noqa: E402
 from grader.cli import nonnegative_int, positive_float, positive_int  # noqa: E402
 from grader.registry import VISIBILITIES  # noqa: E402
+from grader.sandbox import DEFAULT_UIDS, LAYERS, Caps, choose_layer, claim_uid, parse_uid_range  # noqa: E402
 from grader.submission import HARNESS_DIR, Config, GraderFailed, Outcome, grade_submission  # noqa: E402
 
 KIT_DIR = HARNESS_DIR.parent
 #: Written into the Gradescope zip: how its run_autograder grades.
 ZIP_CONFIG = "autograder.json"
-#: The user setup.sh creates in the Gradescope image; the student's code runs as it.
-GRADESCOPE_USER = "student"
 
 
 def add_config_options(parser: argparse.ArgumentParser, budget: float) -> None:
@@ -51,12 +50,53 @@ def add_config_options(parser: argparse.ArgumentParser, budget: float) -> None:
     parser.add_argument("--checks", metavar="ID,...", help="grade only these checks")
     parser.add_argument("--budget", type=positive_float, default=budget, metavar="SECONDS",
                         help=f"time for one submission, build included (default {budget:g})")
-    parser.add_argument("--run-as", metavar="USER",
-                        help="build and run the submission as USER (root only)")
     parser.add_argument("--visibility", choices=VISIBILITIES, default="visible")
     parser.add_argument("--stdout-visibility", choices=VISIBILITIES, default="hidden")
     parser.add_argument("--log-lines", type=nonnegative_int, default=20, metavar="N")
     parser.add_argument("--timeout-scale", type=positive_float, default=1.0, metavar="F")
+    sandbox = parser.add_argument_group("sandbox (harness/README-grading.md, Sandbox)")
+    sandbox.add_argument("--sandbox", choices=("auto", *LAYERS), default="auto",
+                         help="how student code is sealed: bwrap (PID namespace, private file "
+                              "system view), unshare (PID namespace), uid (a uid of its own "
+                              "only); auto: the strongest that works here (default)")
+    sandbox.add_argument("--uids", type=uid_range, default=DEFAULT_UIDS, metavar="FIRST-LAST",
+                         help=f"uids for the submissions, one per job at a time, never one with "
+                              f"a passwd entry or a process (default {DEFAULT_UIDS[0]}-{DEFAULT_UIDS[1]})")
+    sandbox.add_argument("--unsandboxed-as-me", action="store_true",
+                         help="run the code as you, with no sandbox: only for your own "
+                              "reference solution (the report says so)")
+    sandbox.add_argument("--memory", type=positive_int, default=Caps.memory_mib, metavar="MIB",
+                         help=f"address space per process (default {Caps.memory_mib} MiB)")
+    sandbox.add_argument("--max-procs", type=positive_int, default=Caps.procs, metavar="N",
+                         help=f"processes and threads of one submission (default {Caps.procs})")
+    sandbox.add_argument("--max-file-size", type=positive_int, default=Caps.file_mib, metavar="MIB",
+                         help=f"largest file it may write, logs included (default {Caps.file_mib} MiB)")
+    sandbox.add_argument("--max-reply", type=positive_int, default=64, metavar="MIB",
+                         help="most bytes the grader reads of one reply (default 64 MiB)")
+    sandbox.add_argument("--log-bytes", type=positive_int, default=256, metavar="KIB",
+                         help="end of each server log kept in the output (default 256 KiB; "
+                              "the build log: 4 times that)")
+
+
+def uid_range(text: str):
+    """argparse type of --uids."""
+    try:
+        return parse_uid_range(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def sandbox_layer(requested: str, unsandboxed: bool) -> str:
+    """The layer to use, or "none" with --unsandboxed-as-me; exits 2 when none works."""
+    if unsandboxed:
+        print("autograde.py: note: --unsandboxed-as-me: the code runs as you, with no sandbox; "
+              "the reports say so", file=sys.stderr)
+        return "none"
+    try:
+        return choose_layer(requested)
+    except ValueError as error:
+        print(f"autograde.py: error: {error}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -68,9 +108,22 @@ def config_from(args: argparse.Namespace) -> Config:
     return Config(site=args.root.resolve(), rubric=args.rubric.resolve(),
                   hidden_dirs=[d.resolve() for d in args.hidden_dir], maxclient=args.maxclient,
                   maxtotal=args.maxtotal, checks=args.checks, budget=args.budget,
-                  run_as=args.run_as, visibility=args.visibility,
-                  stdout_visibility=args.stdout_visibility, log_lines=args.log_lines,
-                  timeout_scale=args.timeout_scale)
+                  sandbox="none" if args.unsandboxed_as_me else args.sandbox, uids=args.uids,
+                  caps=Caps(args.memory, args.max_procs, args.max_file_size),
+                  max_reply_mib=args.max_reply, log_bytes_kib=args.log_bytes,
+                  visibility=args.visibility, stdout_visibility=args.stdout_visibility,
+                  log_lines=args.log_lines, timeout_scale=args.timeout_scale)
+
+
+def grade_as_own_uid(submission: Path, out: Path, config: Config, stop: threading.Event) -> Outcome:
+    """grade_submission() under a uid claimed for it alone (none with --unsandboxed-as-me)."""
+    if config.sandbox == "none":
+        return grade_submission(submission, out, config, stop)
+    claim = claim_uid(*config.uids)
+    try:
+        return grade_submission(submission, out, config, stop, claim.uid)
+    finally:
+        claim.release()
 
 
 class StopOnSignal:
@@ -131,9 +184,10 @@ def describe(outcome: Outcome) -> str:
 
 def cmd_submission(args: argparse.Namespace) -> int:
     config = config_from(args)
+    config.sandbox = sandbox_layer(config.sandbox, args.unsandboxed_as_me)
     with StopOnSignal() as stopper:
         try:
-            outcome = in_thread(grade_submission, args.dir.resolve(), args.out.resolve(), config,
+            outcome = in_thread(grade_as_own_uid, args.dir.resolve(), args.out.resolve(), config,
                                 stopper.event)
         except (GraderFailed, ValueError) as error:
             print(f"autograde.py: error: {error}", file=sys.stderr)
@@ -150,16 +204,20 @@ def cmd_gradescope(args: argparse.Namespace) -> int:
                     hidden_dirs=[source / d for d in settings["hidden_dirs"]],
                     maxclient=settings["maxclient"], maxtotal=settings["maxtotal"],
                     checks=settings.get("checks"), budget=settings["budget"],
-                    run_as=os.environ.get("AUTOGRADER_RUN_AS", settings["run_as"]) or None,
-                    visibility=settings["visibility"],
+                    uids=tuple(settings["uids"]), caps=Caps(**settings["caps"]),
+                    max_reply_mib=settings["max_reply_mib"], log_bytes_kib=settings["log_bytes_kib"],
+                    visibility=settings["visibility"], timeout_scale=settings["timeout_scale"],
                     stdout_visibility=settings["stdout_visibility"],
                     log_lines=settings["log_lines"])
-    for directory in config.hidden_dirs:  # the student's code must not read them (setup.sh
-        for path in [directory, *directory.rglob("*")]:  # does this too, for the whole source)
-            os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    # The student's code must read none of the autograder (setup.sh does this too): where the
+    # layer is only a uid, permissions are all that hides the rubric and the hidden checks.
+    for path in [source, *source.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, path.stat().st_mode & 0o700)
+    config.sandbox = sandbox_layer(settings["sandbox"], False)
     with StopOnSignal() as stopper:
         try:
-            outcome = in_thread(grade_submission, prefix / "submission", prefix / "results",
+            outcome = in_thread(grade_as_own_uid, prefix / "submission", prefix / "results",
                                 config, stopper.event)
         except (GraderFailed, ValueError) as error:  # the autograder's setup, not the student
             print(f"autograde.py: error: {error}", file=sys.stderr)
@@ -183,10 +241,13 @@ def cmd_all(args: argparse.Namespace) -> int:
     if not students:
         print(f"autograde.py: error: {root} holds no submission folders", file=sys.stderr)
         return 2
+    config.sandbox = sandbox_layer(config.sandbox, args.unsandboxed_as_me)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o700)  # students' results, hidden checks' included: the grader's only
     jobs = args.jobs
-    config.jobs = max(1, (os.cpu_count() or 1) // jobs)
+    # Compile jobs from the CPUs this process may use (a container's share), not the host's.
+    config.jobs = max(1, len(os.sched_getaffinity(0)) // jobs)
     outcomes: Dict[str, Optional[Outcome]] = {name: None for name in students}
     errors: Dict[str, str] = {}
     todo: "queue.Queue[str]" = queue.Queue()
@@ -202,7 +263,7 @@ def cmd_all(args: argparse.Namespace) -> int:
                     return
                 start = time.monotonic()
                 try:
-                    outcomes[name] = grade_submission(root / name, out / name, config, stopper.event)
+                    outcomes[name] = grade_as_own_uid(root / name, out / name, config, stopper.event)
                     print(f"{name}: {describe(outcomes[name])} ({time.monotonic() - start:.0f} s)",
                           file=sys.stderr, flush=True)
                 except Exception as error:  # one broken submission folder must not stop the rest
@@ -257,15 +318,16 @@ SETUP_SH = """#!/usr/bin/env bash
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends g++ make cmake python3 python3-pip util-linux
+apt-get install -y -qq --no-install-recommends g++ make cmake python3 python3-pip util-linux \
+    bubblewrap
 # The kit's CMake presets need CMake 3.25; Ubuntu 22.04 has 3.22.
 need=3.25
 have=$(cmake --version | awk 'NR==1 {print $3}')
 if [ "$(printf '%s\\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
     python3 -m pip install --quiet "cmake>=$need"
 fi
-# The submission is built and run as this user, who cannot read /autograder/source.
-id {user} >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin {user}
+# The submission is built and run as a uid of its own (no account needed), in a sandbox
+# where the container allows one; it must not read /autograder/source in any case.
 chmod -R go-rwx /autograder/source
 """
 
@@ -286,18 +348,27 @@ def cmd_package(args: argparse.Namespace) -> int:
     if args.kind != "gradescope":
         print(f"autograde.py: error: unknown package kind {args.kind!r} (gradescope)", file=sys.stderr)
         return 2
+    if args.unsandboxed_as_me:
+        print("autograde.py: error: --unsandboxed-as-me cannot go into a Gradescope autograder: "
+              "there the code is always a student's", file=sys.stderr)
+        return 2
     hidden = config.hidden_dirs or [d for d in [HARNESS_DIR / "hidden"] if d.is_dir()]
+    # Every grading option goes into the zip (cmd_gradescope reads each one back).
     settings = {
         "rubric": "rubric.toml", "hidden_dirs": [f"hidden/{i}" for i in range(len(hidden))],
         "maxclient": config.maxclient, "maxtotal": config.maxtotal, "checks": config.checks,
-        "budget": config.budget, "run_as": GRADESCOPE_USER, "visibility": config.visibility,
-        "stdout_visibility": config.stdout_visibility, "log_lines": config.log_lines,
+        "budget": config.budget, "sandbox": config.sandbox, "uids": list(config.uids),
+        "caps": {"memory_mib": config.caps.memory_mib, "procs": config.caps.procs,
+                 "file_mib": config.caps.file_mib},
+        "max_reply_mib": config.max_reply_mib, "log_bytes_kib": config.log_bytes_kib,
+        "visibility": config.visibility, "stdout_visibility": config.stdout_visibility,
+        "log_lines": config.log_lines, "timeout_scale": config.timeout_scale,
         "targets": [t.binary for t in contract.TARGETS],
     }
     out = args.zip.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        write_text(zf, "setup.sh", SETUP_SH.replace("{user}", GRADESCOPE_USER), executable=True)
+        write_text(zf, "setup.sh", SETUP_SH, executable=True)
         write_text(zf, "run_autograder", RUN_AUTOGRADER, executable=True)
         write_text(zf, ZIP_CONFIG, json.dumps(settings, indent=2) + "\n")
         for pattern in PACKAGED:
@@ -311,7 +382,8 @@ def cmd_package(args: argparse.Namespace) -> int:
             if path.is_file():
                 zf.write(path, f"www/{path.relative_to(config.site).as_posix()}")
     print(f"{out}: Gradescope autograder ({len(hidden)} hidden-check folder(s), budget "
-          f"{config.budget:g} s); upload it as the assignment's autograder")
+          f"{config.budget:g} s, sandbox {config.sandbox}); upload it as the assignment's "
+          f"autograder")
     return 0
 
 

@@ -8,7 +8,10 @@
   reference, pass their --fail-under;
 - `all` grades a folder of submissions into grades.csv (ok, build-failed, timeout), and SIGTERM
   stops every submission's processes, removes temporary directories and marks what did not
-  finish incomplete.
+  finish incomplete;
+- a batch of hostile submissions, one per attack on the grader, graded with the default
+  options and again through the Gradescope dry run, changes no score, reads nothing hidden,
+  harms no neighbour and leaves nothing running (the uid-only layer too, for what it stops).
 
 Submissions for `all` are tiny CMake projects without a compiler (their "stages" are shell
 wrappers around harness/testdata/quirky_server.py), so the batch logic is tested in seconds.
@@ -57,11 +60,6 @@ def autograde(*args: str, timeout: float = 600, **kwargs) -> subprocess.Complete
                           timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)
 
 
-def throwaway_user() -> str:
-    """A uid with no passwd entry for the student's code, when we may switch to it."""
-    return str(62000 + uuid.uuid4().int % 3000) if os.geteuid() == 0 else ""
-
-
 # --------------------------------------------------------------------------------------------
 # Gradescope
 # --------------------------------------------------------------------------------------------
@@ -88,7 +86,7 @@ def test_zip_has_gradescope_layout(gradescope_zip, tmp_path):
         assert subprocess.run(["bash", "-n", str(tmp_path / script)]).returncode == 0
     assert not any(name.startswith(("common/", "stage", "build")) for name in names)
     settings = json.loads((tmp_path / "autograder.json").read_text())
-    assert settings["run_as"] == "student" and settings["hidden_dirs"] == ["hidden/0"]
+    assert settings["sandbox"] == "auto" and settings["hidden_dirs"] == ["hidden/0"]
 
 
 def fake_autograder(tmp_path: Path, gradescope_zip: Path, submission: Path) -> dict:
@@ -103,8 +101,7 @@ def fake_autograder(tmp_path: Path, gradescope_zip: Path, submission: Path) -> d
     shims = tmp_path / "shims"
     shims.mkdir()
     (shims / "python3").symlink_to(GRADER_PYTHON)
-    env = {**os.environ, "AUTOGRADER_ROOT": str(prefix), "AUTOGRADER_RUN_AS": throwaway_user(),
-           "PATH": f"{shims}:{os.environ['PATH']}"}
+    env = {**os.environ, "AUTOGRADER_ROOT": str(prefix), "PATH": f"{shims}:{os.environ['PATH']}"}
     proc = subprocess.run(["bash", str(prefix / "run_autograder")], env=env, capture_output=True,
                           text=True, timeout=800, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -119,7 +116,7 @@ def test_gradescope_reference_gets_full_marks(tmp_path, gradescope_zip):
     failed = {t["name"]: t["output"] for t in results["tests"] if t["status"] != "passed"}
     assert not failed, failed
     assert results["score"] == results["max_score"] == 70 + 100 + 2 * 5  # + the hidden check
-    assert results["extra_data"] == {"complete": True, "status": "ok"}
+    assert results["extra_data"] == {"complete": True, "status": "ok", "sandbox": "bwrap"}
     names = {t["name"].split(":")[0] for t in results["tests"]}
     assert {"stage2_threaded/index_html", "stage3_limited/per_client_limit",
             "stage3_limited/subdir_index"} <= names
@@ -212,10 +209,13 @@ PRESETS = json.dumps({
 })
 
 
-def fake_submission(root: Path, name: str, server: str, cmake_extra: str = "") -> None:
-    """A CMake project whose two stages are shell wrappers running @p server."""
+def fake_submission(root: Path, name: str, server: str, cmake_extra: str = "") -> Path:
+    """A CMake project whose two stages are shell wrappers running @p server, with a copy of
+    quirky_server.py (a server may run ``${CMAKE_SOURCE_DIR}/quirky_server.py``: the grader
+    builds and runs a copy of the submission, which sees nothing of the kit)."""
     folder = root / name
     folder.mkdir(parents=True)
+    shutil.copy(QUIRKY, folder / "quirky_server.py")
     (folder / "CMakePresets.json").write_text(PRESETS)
     (folder / "CMakeLists.txt").write_text(f"""
 cmake_minimum_required(VERSION 3.21)
@@ -228,12 +228,13 @@ foreach(stage stage2_threaded stage3_limited)
   add_custom_target(${{stage}})
 endforeach()
 """)
+    return folder
 
 
 @pytest.fixture
 def submissions(tmp_path) -> Path:
     root = tmp_path / "submissions"
-    fake_submission(root, "alice", f"{sys.executable} {QUIRKY}")
+    fake_submission(root, "alice", f"{sys.executable} ${{CMAKE_SOURCE_DIR}}/quirky_server.py")
     fake_submission(root, "bob", "true", 'message(FATAL_ERROR "bob forgot a semicolon")')
     token = f"grader-test-{uuid.uuid4().hex}"
     fake_submission(root, "carol", f"{sys.executable} -c 'import time; time.sleep(1000)' {token}")
@@ -277,3 +278,301 @@ def test_grade_all_stops_cleanly_on_sigterm(tmp_path, submissions):
     rows = {row["student"]: row for row in csv.DictReader((out / "grades.csv").open())}
     assert rows["carol"]["status"] == "incomplete"
     assert rows["alice"]["status"] == "incomplete"  # 300 s of checks cannot have finished
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile submissions (issue 20)
+# --------------------------------------------------------------------------------------------
+# Hostile submissions against the grader (issue 20), graded as a course would grade them.
+#
+# One batch, ``./lab grade-all --jobs 2`` with the default options (the sandbox chooses its own
+# layer), holds two honest copies (one sorted before, one after the hostile ones) and one hostile
+# submission per attack (harness/testdata/hostile_payload.py):
+#
+#   h-tamper     rewrites its results.json and grades.csv while it is graded, and keeps at it
+#                from a daemon after grading is over
+#   h-reader     prints the rubric, the hidden checks, the other students' sources and the
+#                output directory into its build log and its server's log (and fails every check)
+#   h-chain      a fork chain that changes its pid every 300 us and overwrites every graded
+#                binary it finds with `exit 3`
+#   h-kitwriter  writes into the kit's tree, the machine's /tmp and another student's sources
+#   h-spy        logs its cwd, argv, environment and open files, to learn the hidden check's name
+#   h-biglog     writes 2 GiB to its log
+#   h-procs      starts 500 processes during its build
+#
+# Expected, every run: both honest copies at full marks; each hostile one at its true score
+# (the payloads serve correctly otherwise; h-reader's server fails everything); no hidden check
+# id, rubric text, hidden check source or other student's source in anything visible; no payload
+# process 5 s after the batch; the kit's tree unchanged; the output directory under 200 MiB.
+# The same batch then goes through the Gradescope dry run, one submission per /autograder.
+#
+# Honest submissions are cheap (quirky_server.py behind shell wrappers, no compiler) and only a
+# few checks run, one of them hidden, so the batch takes about a minute.
+
+PAYLOAD = HARNESS_DIR / "testdata" / "hostile_payload.py"
+#: Two visible checks and the hidden one, on both graded programs.
+CHECKS = "index_html,traversal,subdir_index"
+HIDDEN_ID = "subdir_index"
+#: Text only the hidden check's source holds, and text only the rubric holds.
+HIDDEN_TEXT = "An example hidden check"
+RUBRIC_TEXT = "Maximum per profile"
+ATTACKS = ("tamper", "reader", "chain", "kitwriter", "spy", "biglog", "procs")
+#: What each submission truly earns, as a share of the maximum.
+TRUE_SHARE = {**{f"h-{attack}": 1.0 for attack in ATTACKS}, "h-reader": 0.0,
+              "aa-honest": 1.0, "zz-honest": 1.0}
+MAX_OUTPUT_BYTES = 200 << 20
+
+#: Grading student code takes root (to run it as a uid of its own).
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="grading student code needs root")
+
+
+def make_batch(root: Path, aims: dict, marker: str) -> dict:
+    """The submissions under @p root: honest ones with a secret in their sources, hostile ones
+    with the payload and a config.json aiming at @p aims. Returns {name: secret}."""
+    secrets = {}
+    python = sys.executable
+    for name in ("aa-honest", "zz-honest"):
+        folder = fake_submission(root, name, f"{python} ${{CMAKE_SOURCE_DIR}}/quirky_server.py")
+        secrets[name] = f"SOURCE-SECRET-{uuid.uuid4().hex}"
+        (folder / "solution.txt").write_text(secrets[name] + "\n")
+    for attack in ATTACKS:
+        name = f"h-{attack}"
+        folder = fake_submission(
+            root, name, f"{python} ${{CMAKE_SOURCE_DIR}}/hostile_payload.py server "
+                        f"${{CMAKE_SOURCE_DIR}}/config.json",
+            f'execute_process(COMMAND {python} ${{CMAKE_SOURCE_DIR}}/hostile_payload.py build '
+            f'${{CMAKE_SOURCE_DIR}}/config.json {marker})')
+        shutil.copy(PAYLOAD, folder / "hostile_payload.py")
+        (folder / "config.json").write_text(json.dumps({**aims, "attack": attack, "marker": marker}))
+    return secrets
+
+
+def aims_for(out_results: list, grades: list, submissions: list, outputs: list, tmp_plant: Path) -> dict:
+    """What the payloads aim at: results to rewrite, secrets to read, files to plant, binaries
+    to overwrite."""
+    return {
+        "results": [str(p) for p in out_results],
+        "grades": [str(p) for p in grades],
+        "read": [str(REPO_DIR / "harness" / "rubric.toml"), str(HIDDEN / "*.py"),
+                 *[f"{s}/**/solution.txt" for s in submissions], "/tmp/**/solution.txt",
+                 *[f"{o}/**/*" for o in outputs]],
+        "plant": [str(REPO_DIR / "harness" / "grader" / "planted.py"), str(REPO_DIR / "planted.txt"),
+                  str(tmp_plant), *[f"{s}/aa-honest/CMakeLists.txt" for s in submissions]],
+        "overwrite": ["/tmp/*/src/build/bin/stage*", "/tmp/*/*/src/build/bin/stage*",
+                      *[f"{s}/*/build/bin/stage*" for s in submissions]],
+    }
+
+
+def payload_processes(marker: str) -> list:
+    """Processes whose command line carries @p marker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(entry.name)
+            except OSError:
+                continue
+    return found
+
+
+def visible_text(results: dict) -> str:
+    """What a student sees of a results.json (Gradescope hides the hidden tests)."""
+    return "\n".join([results.get("output", "")] + [
+        f"{t['name']}\n{t.get('output', '')}" for t in results.get("tests", [])
+        if t.get("visibility") == "visible"])
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(p.lstat().st_size for p in path.rglob("*"))
+
+
+def git_status() -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--ignored=no"], cwd=REPO_DIR,
+                          capture_output=True, text=True, check=True).stdout
+
+
+def check_secrets_kept(out: Path, secrets: dict, extra_text: str = "") -> None:
+    """Nothing secret in anything of @p out (logs included), and no hidden check id in what
+    students see."""
+    for path in out.rglob("*"):
+        if not path.is_file():
+            continue
+        text = path.read_bytes().decode("utf-8", "replace")
+        for secret in (HIDDEN_TEXT, RUBRIC_TEXT, *secrets.values()):
+            assert secret not in text, f"{secret} leaked into {path}"
+        if path.parent.name == "logs" or path.name == "build.log":  # what the submission wrote
+            assert HIDDEN_ID not in text, f"the hidden check's id reached the server: {path}"
+    assert HIDDEN_ID not in extra_text
+
+
+def check_scores(rows: dict, results: dict) -> None:
+    full = results["aa-honest"]["max_score"]
+    for name, share in TRUE_SHARE.items():
+        assert results[name]["score"] == pytest.approx(share * full), (name, visible_text(results[name]))
+        assert rows[name]["score"] == f"{share * full:g}", (name, rows[name])
+        assert HIDDEN_ID not in visible_text(results[name]), name
+
+
+@needs_root
+def test_hostile_batch(tmp_path):
+    marker = f"PAYLOAD-{uuid.uuid4().hex}"
+    subs = tmp_path / "submissions"
+    out = tmp_path / "out"
+    tmp_plant = Path("/tmp") / f"planted-{uuid.uuid4().hex}"
+    names = ["aa-honest", "zz-honest", *[f"h-{a}" for a in ATTACKS]]
+    aims = aims_for([out / name / "results.json" for name in names], [out / "grades.csv"],
+                    [subs], [out], tmp_plant)
+    secrets = make_batch(subs, aims, marker)
+    honest_cmake = (subs / "aa-honest" / "CMakeLists.txt").read_text()
+    before = git_status()
+    start = time.monotonic()
+    try:
+        proc = subprocess.run([str(REPO_DIR / "lab"), "grade-all", str(subs), "--out", str(out),
+                               "--jobs", "2", "--hidden-dir", str(HIDDEN), "--checks", CHECKS,
+                               "--budget", "120"], capture_output=True, text=True, timeout=600,
+                              stdin=subprocess.DEVNULL)
+        elapsed = time.monotonic() - start
+        print(f"hostile batch: {elapsed:.0f} s\n{proc.stderr[-3000:]}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        time.sleep(5)
+        assert payload_processes(marker) == [], "a payload outlived the batch"
+        rows = {row["student"]: row for row in csv.DictReader((out / "grades.csv").open())}
+        results = {name: json.loads((out / name / "results.json").read_text()) for name in names}
+        assert {row["status"] for row in rows.values()} == {"ok"}, rows
+        check_scores(rows, results)
+        assert all(r["extra_data"]["sandbox"] in ("bwrap", "unshare", "uid") for r in results.values())
+        assert "Sandbox: " in results["aa-honest"]["output"]
+        check_secrets_kept(out, secrets, proc.stdout + proc.stderr)
+        assert git_status() == before, "a submission wrote into the kit's tree"
+        assert not tmp_plant.exists(), "a submission wrote into the machine's /tmp"
+        assert (subs / "aa-honest" / "CMakeLists.txt").read_text() == honest_cmake
+        assert tree_bytes(out) < MAX_OUTPUT_BYTES
+        assert "cap of 64 MiB per file" in visible_text(results["h-biglog"])
+        assert "cap of 256 processes" in results["h-procs"]["output"]
+        assert out.stat().st_mode & 0o077 == 0
+        assert all((out / name / "results.json").stat().st_mode & 0o077 == 0 for name in names)
+    finally:
+        for path in (tmp_plant, REPO_DIR / "planted.txt", REPO_DIR / "harness" / "grader" / "planted.py"):
+            path.unlink(missing_ok=True)
+
+
+@needs_root
+def test_hostile_batch_on_gradescope(tmp_path):
+    """The same submissions through run_autograder, each in its own fake /autograder."""
+    marker = f"PAYLOAD-{uuid.uuid4().hex}"
+    names = ["aa-honest", "zz-honest", *[f"h-{a}" for a in ATTACKS]]
+    prefixes = {name: tmp_path / "gs" / name / "autograder" for name in names}
+    tmp_plant = Path("/tmp") / f"planted-{uuid.uuid4().hex}"
+    aims = aims_for([p / "results" / "results.json" for p in prefixes.values()], [],
+                    [p / "submission" for p in prefixes.values()] + [tmp_path / "subs"],
+                    [p / "results" for p in prefixes.values()] + [p / "source" for p in prefixes.values()],
+                    tmp_plant)
+    subs = tmp_path / "subs"
+    secrets = make_batch(subs, aims, marker)
+    package = tmp_path / "autograder.zip"
+    proc = autograde("package", "gradescope", str(package), "--hidden-dir", str(HIDDEN),
+                     "--checks", CHECKS, "--budget", "120")
+    assert proc.returncode == 0, proc.stderr
+    before = git_status()
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "python3").symlink_to(GRADER_PYTHON)
+    results = {}
+    start = time.monotonic()
+    try:
+        for name, prefix in prefixes.items():
+            with zipfile.ZipFile(package) as zf:
+                zf.extractall(prefix / "source")
+            shutil.copy(prefix / "source" / "run_autograder", prefix / "run_autograder")
+            shutil.copytree(subs / name, prefix / "submission", symlinks=True)
+            (prefix / "results").mkdir()
+        for name, prefix in prefixes.items():
+            env = {**os.environ, "AUTOGRADER_ROOT": str(prefix), "PATH": f"{shims}:{os.environ['PATH']}"}
+            run = subprocess.run(["bash", str(prefix / "run_autograder")], env=env, capture_output=True,
+                                 text=True, timeout=300, stdin=subprocess.DEVNULL)
+            assert run.returncode == 0, (name, run.stderr[-3000:])
+            results[name] = json.loads((prefix / "results" / "results.json").read_text())
+            assert HIDDEN_ID not in run.stdout, name
+        print(f"Gradescope dry run of the batch: {time.monotonic() - start:.0f} s")
+        time.sleep(5)
+        assert payload_processes(marker) == [], "a payload outlived its run_autograder"
+        for prefix in prefixes.values():
+            check_secrets_kept(prefix / "results", secrets)
+        rows = {name: {"score": f"{r['score']:g}"} for name, r in results.items()}
+        check_scores(rows, results)
+        assert git_status() == before, "a submission wrote into the kit's tree"
+        assert not tmp_plant.exists(), "a submission wrote into the machine's /tmp"
+    finally:
+        for path in (tmp_plant, REPO_DIR / "planted.txt", REPO_DIR / "harness" / "grader" / "planted.py"):
+            path.unlink(missing_ok=True)
+
+
+@needs_root
+def test_uid_layer_batch(tmp_path):
+    """Where namespaces are not allowed (``--sandbox uid``, as in most containers), a uid per
+    job and kill(-1) as that uid still keep results, neighbours and the machine safe from the
+    attacks a uid can stop: a fork chain, tampering with results, 500 processes."""
+    marker = f"PAYLOAD-{uuid.uuid4().hex}"
+    subs = tmp_path / "submissions"
+    out = tmp_path / "out"
+    names = ["aa-honest", "zz-honest", "h-chain", "h-tamper", "h-procs"]
+    aims = aims_for([out / name / "results.json" for name in names], [out / "grades.csv"],
+                    [subs], [out], tmp_path / "unused")
+    make_batch(subs, aims, marker)
+    for attack in set(ATTACKS) - {"chain", "tamper", "procs"}:
+        shutil.rmtree(subs / f"h-{attack}")
+    hidden = tmp_path / "hidden"  # with only a uid, permissions must hide the hidden checks
+    shutil.copytree(HIDDEN, hidden)
+    os.chmod(hidden, 0o700)
+    proc = autograde("all", str(subs), "--out", str(out), "--jobs", "2", "--sandbox", "uid",
+                     "--hidden-dir", str(hidden), "--checks", CHECKS, "--budget", "120",
+                     timeout=600)
+    print(proc.stderr[-3000:])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    time.sleep(5)
+    assert payload_processes(marker) == [], "a payload outlived the batch"
+    rows = {row["student"]: row for row in csv.DictReader((out / "grades.csv").open())}
+    results = {name: json.loads((out / name / "results.json").read_text()) for name in names}
+    full = results["aa-honest"]["max_score"]
+    for name in names:
+        assert results[name]["score"] == full and rows[name]["score"] == f"{full:g}", name
+        assert results[name]["extra_data"]["sandbox"] == "uid"
+    assert "The build left" in results["h-procs"]["output"]
+
+
+@needs_root
+def test_unsandboxed_as_me_is_reported(tmp_path):
+    """Running as the invoking user takes an explicit option, and the report says so."""
+    subs = tmp_path / "submissions"
+    fake_submission(subs, "mine", f"{sys.executable} ${{CMAKE_SOURCE_DIR}}/quirky_server.py")
+    out = tmp_path / "out"
+    proc = autograde("submission", str(subs / "mine"), "--out", str(out), "--unsandboxed-as-me",
+                     "--checks", "index_html", "--budget", "60")
+    assert proc.returncode == 0, proc.stderr
+    assert "--unsandboxed-as-me" in proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["score"] == results["max_score"] == 20
+    assert results["extra_data"]["sandbox"] == "none"
+    assert "Sandbox: none: the code ran as the invoking user (--unsandboxed-as-me)." in results["output"]
+    refused = autograde("package", "gradescope", str(tmp_path / "ag.zip"), "--unsandboxed-as-me")
+    assert refused.returncode == 2 and "cannot go into a Gradescope autograder" in refused.stderr
+
+
+def test_package_carries_every_option(tmp_path):
+    """./lab package gradescope writes every grading option into the zip (none is dropped)."""
+    package = tmp_path / "ag.zip"
+    proc = autograde("package", "gradescope", str(package), "--timeout-scale", "3", "--checks",
+                     "index_html", "--sandbox", "uid", "--uids", "61500-61510", "--memory", "1024",
+                     "--max-procs", "100", "--max-file-size", "8", "--max-reply", "16",
+                     "--log-bytes", "64", "--budget", "300", "--log-lines", "5")
+    assert proc.returncode == 0, proc.stderr
+    with zipfile.ZipFile(package) as zf:
+        settings = json.loads(zf.read("autograder.json"))
+    assert settings["timeout_scale"] == 3 and settings["checks"] == "index_html"
+    assert settings["sandbox"] == "uid" and settings["uids"] == [61500, 61510]
+    assert settings["caps"] == {"memory_mib": 1024, "procs": 100, "file_mib": 8}
+    assert settings["max_reply_mib"] == 16 and settings["log_bytes_kib"] == 64
+    assert settings["budget"] == 300 and settings["log_lines"] == 5
+    old = autograde("package", "gradescope", str(package), "--run-as", "nobody")
+    assert old.returncode == 2, "an option the zip cannot carry must be refused, not dropped"

@@ -159,10 +159,11 @@ def stage_cmd(stage: str, *extra: str) -> str:
     return " ".join([shlex.quote(str(binary(stage))), "-p", "{port}", "-r", "{root}", *extra])
 
 
-def wait_for_process(token: str, timeout: float = 60) -> bool:
-    """Waits until a live process's command line contains @p token; False if none does."""
+def wait_for_process(token: str, timeout: float = 60, besides: int = 0) -> bool:
+    """Waits until a live process's command line contains @p token (not counting process
+    @p besides, whose own arguments may hold it); False if none does."""
     deadline = time.monotonic() + timeout
-    while not no_process_mentions(token):
+    while not [line for line in no_process_mentions(token) if not line.startswith(f"{besides}: ")]:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
@@ -175,7 +176,8 @@ def sigterm_once_started(proc: subprocess.Popen, token: str, what: str, settle: 
     @p settle seconds pass, sends SIGTERM to @p proc and returns its (stdout, stderr); @p proc is
     killed if anything fails on the way."""
     try:
-        assert wait_for_process(token), f"{what} never started"
+        # The grader's own command line may carry the token too: the server's is awaited.
+        assert wait_for_process(token, besides=proc.pid), f"{what} never started"
         time.sleep(settle)
         proc.send_signal(signal.SIGTERM)
         return proc.communicate(timeout=timeout)
@@ -282,6 +284,15 @@ def test_server_that_crashes_at_start(tmp_path):
         assert "cannot start: no such option" in test["output"]  # the stderr tail
     assert proc.elapsed < 30
     assert len(list(junit.iter("failure"))) == len(CHECKS["limited"])
+
+
+def test_server_command_not_found(tmp_path):
+    """A misspelt program: the shell's 127 is explained, and the reason ends its sentence."""
+    proc, results, _ = grade(tmp_path, "no-such-server-program -p {port}", "threaded",
+                             "--checks", "index_html", timeout=60)
+    output = results["tests"][0]["output"]
+    assert "exited with status 127 (command not found" in output, output
+    assert output.split("\n", 1)[0].endswith("."), output
 
 
 def test_server_that_accepts_but_never_answers(tmp_path):

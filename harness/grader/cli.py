@@ -18,6 +18,8 @@ from . import report, rubric
 from .context import REQUIRED_FILES, TEST_FILES, Settings
 from .registry import PROFILES, REGISTRY, VISIBILITIES, load_check_dir
 from .runner import Result, not_run, run_check
+from . import httpclient
+from .sandbox import LAYERS, Caps, Sandbox, choose_layer
 from .server import PLACEHOLDERS, absolutize, as_user, validate_template
 
 HARNESS_DIR = Path(__file__).resolve().parent.parent
@@ -132,8 +134,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--run-as", metavar="USER",
                         help="run the server as USER (a name, or UID[:GID]; root only): it then "
                              "cannot read the grader's files, and every process of that user is "
-                             "stopped after each check. The hidden checks must not be readable "
-                             "by USER")
+                             "killed after each check. The hidden checks must not be readable "
+                             "by USER. Without it the server runs as you (your own code)")
+    parser.add_argument("--sandbox", choices=("auto", *LAYERS), metavar="LAYER",
+                        help="with --run-as: also run the server in a sandbox, "
+                             "auto|bwrap|unshare|uid (default uid: --run-as alone); "
+                             "harness/README-grading.md, Sandbox")
+    parser.add_argument("--sandbox-writable", type=Path, action="append", default=[],
+                        metavar="DIR", help="with --sandbox bwrap: a directory the server sees "
+                                            "and may write (where its program is); repeatable")
+    parser.add_argument("--sandbox-tmp", type=Path, metavar="DIR",
+                        help="with --sandbox uid or unshare: the server's TMPDIR (bwrap gives "
+                             "each run a fresh /tmp of 4 times --max-file-size)")
+    parser.add_argument("--memory", type=positive_int, default=Caps.memory_mib, metavar="MIB",
+                        help=f"sandbox cap: address space per process (default {Caps.memory_mib})")
+    parser.add_argument("--max-procs", type=positive_int, default=Caps.procs, metavar="N",
+                        help=f"sandbox cap: processes and threads (default {Caps.procs})")
+    parser.add_argument("--max-file-size", type=positive_int, default=Caps.file_mib, metavar="MIB",
+                        help=f"sandbox cap: largest file, logs included (default {Caps.file_mib})")
+    parser.add_argument("--max-reply", type=positive_int, default=64, metavar="MIB",
+                        help="most bytes read of one reply (default 64 MiB)")
+    parser.add_argument("--log-bytes", type=positive_int, default=256, metavar="KIB",
+                        help="end of each server log kept in logs/ (default 256 KiB)")
     return parser.parse_args(argv)
 
 
@@ -237,6 +259,18 @@ def grade(argv: list) -> int:
     """Parses @p argv, grades, writes the reports; returns the exit status."""
     args = parse_args(argv)
     run_as = resolve_user(args.run_as) if args.run_as else None
+    if args.sandbox and run_as is None:
+        raise UsageError("--sandbox needs --run-as (the uid the sandboxed server runs as)")
+    layer = "none"
+    if run_as is not None:
+        try:
+            layer = choose_layer(args.sandbox or "uid", run_as[0])
+        except ValueError as error:
+            raise UsageError(str(error))
+    sandbox = Sandbox(layer, *(run_as or (None, None)),
+                      caps=Caps(args.memory, args.max_procs, args.max_file_size),
+                      writable=[path.resolve() for path in args.sandbox_writable],
+                      tmp=args.sandbox_tmp.resolve() if args.sandbox_tmp else None)
     try:
         validate_template(args.server_cmd)
     except ValueError as error:
@@ -255,7 +289,7 @@ def grade(argv: list) -> int:
         entries = rubric.load(args.rubric)
     except ValueError as error:
         raise UsageError(str(error))
-    if run_as is not None:
+    if run_as is not None and layer != "bwrap":  # bubblewrap shows the server none of them
         exposed = [path for directory in args.hidden_dir for path in sorted(directory.resolve().glob("*.py"))
                    if readable_by(run_as, path)]
         if exposed:
@@ -287,6 +321,8 @@ def grade(argv: list) -> int:
     logs = out / "logs"
     try:
         logs.mkdir(parents=True, exist_ok=True)
+        if sandbox.sealed:  # the server's uid must not read the reports, hidden results included
+            os.chmod(out, 0o700)
         for old in logs.glob("*.std*"):
             old.unlink()
     except OSError as error:
@@ -297,12 +333,15 @@ def grade(argv: list) -> int:
         maxtotal=args.maxtotal, source_root=root, logs_dir=logs, scale=args.timeout_scale,
         startup_timeout=args.startup_timeout,
         test_data={rel: os.urandom(size) for rel, size in TEST_FILES.items()},
-        run_as=run_as, log_lines=args.log_lines,
+        sandbox=sandbox, log_lines=args.log_lines, log_bytes=args.log_bytes << 10,
+        reply_bytes=args.max_reply << 20,
     )
+    httpclient.TOTAL_REPLY_BYTES = max(httpclient.TOTAL_REPLY_BYTES, 4 * settings.reply_bytes)
     meta = {"command": args.server_cmd, "profile": args.profile, "maxclient": args.maxclient,
             "maxtotal": args.maxtotal, "started": time.time(), "visibility": args.visibility,
             "stdout_visibility": args.stdout_visibility, "complete": False,
-            "stopped": "grading did not finish"}
+            "stopped": "grading did not finish", "sandbox": sandbox.describe(),
+            "sandbox_layer": sandbox.layer}
     started = time.monotonic()
     results: list[Result] = []
 

@@ -17,12 +17,13 @@ import uuid
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional
 
 from . import httpclient
 from .httpclient import ProtocolError, Response
 from .registry import Check, CheckFailed
-from .server import ServerProcess
+from .sandbox import Sandbox
+from .server import ServerProcess, tail_bytes
 
 #: Files every document root must hold (the checks fetch them).
 REQUIRED_FILES = ("index.html", "logo.png", "style.css", "guide.pdf")
@@ -52,8 +53,10 @@ class Settings:
     scale: float = 1.0
     startup_timeout: float = 10.0
     test_data: dict[str, bytes] = field(default_factory=dict)
-    run_as: Optional[Tuple[int, int]] = None  #: (uid, gid) the server runs as, or None
+    sandbox: Sandbox = field(default_factory=lambda: Sandbox("none"))  #: where servers run
     log_lines: int = 20  #: lines of each server log attached to a failing check
+    log_bytes: int = 256 << 10  #: bytes of each server log kept in logs/ (its end)
+    reply_bytes: int = 64 << 20  #: most bytes read of one reply
 
 
 class CheckContext:
@@ -66,8 +69,11 @@ class CheckContext:
         self.maxclient = settings.maxclient
         self.maxtotal = settings.maxtotal
         self.scale = settings.scale
-        self.base = Path(tempfile.mkdtemp(prefix=f"grade-{check.id}-"))
+        # Neutral, random names only: the server sees its cwd, argv, environment and fds, and
+        # must learn nothing of which check is running (a hidden check's id least of all).
+        self.base = Path(tempfile.mkdtemp(prefix="run-"))
         self.root = self.base / "root"
+        self.scratch = Path(tempfile.mkdtemp(prefix="run-"))  #: logs while the server runs
         self.secret_marker = f"SECRET-{uuid.uuid4().hex}"
         self.secret = self.base / "secret.txt"
         self.server: ServerProcess | None = None
@@ -86,7 +92,7 @@ class CheckContext:
         for rel, data in self.settings.test_data.items():
             self.add_file(rel, data)
         self.secret.write_text(f"{self.secret_marker}\nthis file is outside the document root\n")
-        if self.settings.run_as is not None:
+        if self.settings.sandbox.sealed:
             # The server's user must reach the root, and the secret (or a traversal bug would
             # hide behind "permission denied"); it need not list the directory above.
             os.chmod(self.base, 0o711)
@@ -101,8 +107,8 @@ class CheckContext:
             if self.cancelled.is_set():
                 raise CheckFailed("the check was stopped before the server started")
             self.server = ServerProcess(self.settings.command, values, self.root,
-                                        self.settings.logs_dir / self.check.id,
-                                        self.settings.run_as)
+                                        self.scratch / uuid.uuid4().hex[:12],
+                                        self.settings.sandbox, readable=[self.base])
         self.server.start(self.settings.startup_timeout * self.scale)
 
     def abort(self) -> None:
@@ -117,8 +123,37 @@ class CheckContext:
         if server is not None:
             server.stop()
 
+    def keep_logs(self) -> None:
+        """Copies the end of the server's logs (at most log_bytes each) to logs/<check id>.*,
+        where the server never was: the out directory is the grader's."""
+        if self.server is None:
+            return
+        for path, suffix in ((self.server.stdout_path, "stdout"), (self.server.stderr_path, "stderr")):
+            data = tail_bytes(path, self.settings.log_bytes)
+            if data:
+                target = self.settings.logs_dir / f"{self.check.id}.{suffix}"
+                with open(target, "ab") as sink:
+                    sink.write(data)
+
+    def log_sizes(self) -> int:
+        """The largest size of the server's two logs, in bytes."""
+        if self.server is None:
+            return 0
+        sizes = []
+        for path in (self.server.stdout_path, self.server.stderr_path):
+            try:
+                sizes.append(path.stat().st_size)
+            except OSError:
+                sizes.append(0)
+        return max(sizes)
+
     def cleanup(self) -> None:
+        try:
+            self.keep_logs()
+        except OSError:
+            pass
         shutil.rmtree(self.base, ignore_errors=True)
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     # -- helpers for checks -------------------------------------------------------------------
 
@@ -182,7 +217,8 @@ class CheckContext:
 
     def read_reply(self, sock: socket.socket, timeout: float, method: str = "GET"):
         """(bytes, how) from httpclient.read_reply with a scaled deadline."""
-        return httpclient.read_reply(sock, time.monotonic() + self.seconds(timeout), method)
+        return httpclient.read_reply(sock, time.monotonic() + self.seconds(timeout), method,
+                                     limit=self.settings.reply_bytes)
 
     def exchange(self, data: bytes, source_ip: str | None = None, timeout: float = 10.0,
                  method: str = "GET") -> tuple[bytes, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -106,13 +107,39 @@ def connect(port: int, source_ip: str | None, timeout: float, host: str = "127.0
     return sock
 
 
+#: Most bytes of replies held at once by all of a check's readers (concurrent_fetch reads two
+#: dozen replies side by side): a hostile server cannot make the grader hold gigabytes.
+TOTAL_REPLY_BYTES = 256 << 20
+_held = 0
+_held_lock = threading.Lock()
+
+
+def _hold(count: int) -> bool:
+    """Counts @p count more bytes as held; False (and nothing counted) past TOTAL_REPLY_BYTES."""
+    global _held
+    with _held_lock:
+        if count > 0 and _held + count > TOTAL_REPLY_BYTES:
+            return False
+        _held += count
+        return True
+
+
 def read_reply(sock: socket.socket, deadline: float, method: str = "GET",
-               limit: int = 256 << 20) -> tuple[bytes, str]:
+               limit: int = 64 << 20) -> tuple[bytes, str]:
     """Reads until EOF, a complete response (per Content-Length), or @p deadline (monotonic).
 
     Returns (bytes, how): how is ``"eof"``, ``"complete"``, ``"timeout"`` or ``"reset"``.
+    Raises ProtocolError past @p limit bytes, or when all readers together would hold more
+    than TOTAL_REPLY_BYTES.
     """
     buf = bytearray()
+    try:
+        return _read_reply(sock, deadline, method, limit, buf)
+    finally:
+        _hold(-len(buf))
+
+
+def _read_reply(sock, deadline, method, limit, buf):
     wanted: int | None = None
     while True:
         if wanted is None and buf:
@@ -131,9 +158,14 @@ def read_reply(sock: socket.socket, deadline: float, method: str = "GET",
             return bytes(buf), "reset"
         if not chunk:
             return bytes(buf), "eof"
+        if len(buf) + len(chunk) > limit:
+            raise ProtocolError(f"the reply was longer than the grader reads ({limit >> 20} MiB, "
+                                f"its cap per reply); no reply of this lab needs that much.")
+        if not _hold(len(chunk)):
+            raise ProtocolError(f"the replies read at once exceeded the grader's cap of "
+                                f"{TOTAL_REPLY_BYTES >> 20} MiB in all; no reply of this lab "
+                                f"needs that much.")
         buf += chunk
-        if len(buf) > limit:
-            raise ProtocolError(f"response larger than {limit} bytes")
 
 
 def request_bytes(method: str, target: str, version: str = "HTTP/1.0",

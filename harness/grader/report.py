@@ -81,7 +81,8 @@ def gradescope(results: list[Result], meta: dict) -> dict:
         "visibility": meta.get("visibility", "visible"),
         "stdout_visibility": meta.get("stdout_visibility", "hidden"),
         "extra_data": {"complete": bool(meta.get("complete", True)),
-                       "stopped": meta.get("stopped", "")},
+                       "stopped": meta.get("stopped", ""),
+                       **({"sandbox": meta["sandbox_layer"]} if "sandbox_layer" in meta else {})},
         "tests": [
             {
                 "name": f"{r.check.id}: {r.check.title}",

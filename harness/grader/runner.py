@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .context import CheckContext, Settings
 from .registry import Check, CheckFailed
+from .sandbox import near_cap
 from .server import ServerStartError, describe_status
 
 
@@ -106,9 +107,11 @@ def supervise(check: Check, settings: Settings, ctx: CheckContext) -> Result:
     if kind in ("failed", "timeout") and died is not None and "exited" not in message:
         message += f" (the server had exited with status {describe_status(died)})"
     if server is not None and server.escaped:
-        ctx.note(f"the server left {len(server.escaped)} process(es) running outside its process "
-                 f"group after it was stopped; the grader killed them: "
-                 + "; ".join(server.escaped[:5]))
+        ctx.note(f"The server left {len(server.escaped)} process(es) running outside its process "
+                 f"group when it was stopped; the grader killed them: "
+                 + "; ".join(server.escaped[:5]) + ".")
+    for line in cap_notes(ctx, died):
+        ctx.note(line)
     output = compose_output(ctx, passed, message, trace)
     settle(ctx)
     ctx.cleanup()
@@ -117,11 +120,41 @@ def supervise(check: Check, settings: Settings, ctx: CheckContext) -> Result:
                   "" if passed else kind, message.split("\n", 1)[0][:1000])
 
 
+def cap_notes(ctx: CheckContext, died) -> list:
+    """Plain words for each sandbox cap the server ran into during this check."""
+    sandbox = ctx.settings.sandbox
+    server = ctx.server
+    if server is None or not sandbox.sealed:
+        return []
+    notes = []
+    caps = sandbox.caps
+    if ctx.log_sizes() >= caps.file_mib << 20:
+        notes.append(f"The server's output reached the cap of {caps.file_mib} MiB per file: "
+                     f"writing more failed (the grader keeps only the last "
+                     f"{ctx.settings.log_bytes >> 10} KiB of each log).")
+    if near_cap(server.most_tasks, caps.procs):
+        notes.append(f"The server ran {server.most_tasks} processes and threads at once, near "
+                     f"the cap of {caps.procs} processes and threads: beyond the cap, starting "
+                     f"another one fails.")
+    if died is not None and (died < 0 or died > 128):
+        notes.append(f"The server was killed by a signal; if it ran out of memory, note that "
+                     f"each process may use at most {caps.memory_mib} MiB of address space.")
+    return notes
+
+
+def sentence(text: str) -> str:
+    """@p text ending its sentence: a full stop unless it has one (or ends a list or quote)."""
+    stripped = text.rstrip()
+    if not stripped or stripped[-1] in ".!?:\"'":
+        return stripped
+    return stripped + "."
+
+
 def compose_output(ctx: CheckContext, passed: bool, message: str, trace: str) -> str:
     """The text shown for a check: reason, what was observed, and the server's log tails."""
     parts = []
     if not passed:
-        parts.append(message)
+        parts.append(sentence(message))
     if ctx.notes:
         parts.append("\n".join(f"  {note}" for note in ctx.notes))
     if trace:

@@ -4,8 +4,9 @@ The command is a template run by ``/bin/sh -c`` in a new session (its own proces
 stopping it reaches every process it started: SIGTERM to the group, then SIGKILL. A process
 that left the group (``setsid -f``, a daemon) is still found: every process the command starts
 inherits a per-run token in its environment, and whoever listens on the graded port is looked
-up too; both are killed after the group. With ``run_as`` the command runs under another uid
-(through ``setpriv``), and every process of that uid counts as the server's.
+up too; both are killed after the group. Inside a sandbox (grader/sandbox.py) the command runs
+as the submission's own uid, in a PID namespace where the machine allows one: stopping it ends
+the namespace, and every process of that uid is killed after it.
 
 Its output goes to files, never to a pipe nobody reads (a busy access log would fill the pipe
 and block the server), and their tails go into the failure messages.
@@ -24,7 +25,9 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import List, Optional, Set, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
+
+from .sandbox import Sandbox, processes_of, tasks_of
 
 #: The placeholders a --server-cmd may use, with what they stand for.
 PLACEHOLDERS = {
@@ -107,6 +110,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def tail_bytes(path: Path, max_bytes: int) -> bytes:
+    """The last @p max_bytes bytes of a file (b"" when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            return f.read(max_bytes)
+    except OSError:
+        return b""
+
+
 def tail(path: Path, lines: int = 20, max_bytes: int = 4000) -> str:
     """The last @p lines lines (at most @p max_bytes bytes) of a file, decoded leniently."""
     try:
@@ -127,10 +141,12 @@ class ServerProcess:
     """One run of the server command, logging to ``<log_prefix>.stdout`` / ``.stderr``."""
 
     def __init__(self, template: str, values: dict[str, object], cwd: Path, log_prefix: Path,
-                 run_as: Optional[Tuple[int, int]] = None):
-        self.run_as = run_as  #: (uid, gid) to run the command as, or None for the grader's own
+                 sandbox: Optional[Sandbox] = None, readable: Sequence[Path] = ()):
+        self.sandbox = sandbox or Sandbox("none")  #: where the command runs
+        self.readable = list(readable)  #: what the sandbox shows besides the submission
         self.token = uuid.uuid4().hex
         self.escaped: List[str] = []  #: processes found outside the group when stopping
+        self.most_tasks = 0  #: processes and threads of the sandbox's uid seen at once
         self.template = template
         self.values = dict(values)
         self.cwd = cwd
@@ -163,7 +179,7 @@ class ServerProcess:
                         stdout=out,
                         stderr=err,
                         start_new_session=True,
-                        env={**os.environ, "PYTHONUNBUFFERED": "1", TOKEN_VARIABLE: self.token},
+                        env=self._env(),
                     )
             try:
                 self._wait_ready(startup_timeout)
@@ -177,8 +193,16 @@ class ServerProcess:
                 raise error
 
     def _argv(self) -> List[str]:
-        """The shell running the command, under ``run_as`` when given."""
-        return as_user(self.run_as, ["/bin/sh", "-c", self.command])
+        """The shell running the command, inside the sandbox when there is one."""
+        return self.sandbox.wrap(["/bin/sh", "-c", self.command], self.cwd, self.readable)
+
+    def _env(self) -> dict:
+        """The server's environment: in a sandbox only PATH and the like (nothing of the
+        grader's); on a student's own machine, theirs."""
+        extra = {"PYTHONUNBUFFERED": "1", TOKEN_VARIABLE: self.token}
+        if self.sandbox.sealed:
+            return self.sandbox.env(self.cwd, extra)
+        return {**os.environ, **extra}
 
     def _wait_ready(self, startup_timeout: float) -> None:
         deadline = time.monotonic() + startup_timeout
@@ -226,11 +250,19 @@ class ServerProcess:
 
     def _kill(self, proc: subprocess.Popen) -> int | None:
         with signals_deferred():  # a Ctrl-C or SIGTERM now must not leave half a cleanup
-            status = stop_session(proc, STOP_GRACE)
-            # Then whatever left the group: daemons, `setsid -f`, whoever holds the port.
-            uid = self.run_as[0] if self.run_as else None
-            killed = kill_all(leftover_processes(self.token, self.port, uid))
-        self.escaped += [f"pid {pid}: {command}" for pid, command in killed]
+            if self.sandbox.sealed:
+                # Whatever left the group (setsid, a daemon) outlives the run unless killed:
+                # those are what the student is told about, not zombies or the group itself.
+                outside = processes_of(self.sandbox.uid, outside_group=proc.pid)
+                self.most_tasks = max(self.most_tasks, tasks_of(self.sandbox.uid))
+                status = stop_session(proc, STOP_GRACE)
+                self.sandbox.reap()
+                killed = [(pid, command) for pid, command, _ in outside]
+            else:
+                status = stop_session(proc, STOP_GRACE)
+                # Then whatever left the group: daemons, `setsid -f`, whoever holds the port.
+                killed = kill_all(leftover_processes(self.token, self.port, None))
+        self.escaped += [f"pid {pid}: {command[:120]}" for pid, command in killed]
         return status
 
     def log_tails(self, lines: int = 20) -> str:
@@ -333,6 +365,10 @@ def describe_status(status: int) -> str:
         words = signal_words(status - 128)
         if words:
             return f"{status} (killed by {words}: the shell reports 128+{status - 128})"
+    if status == 127:
+        return "127 (command not found: the shell could not find or run the program)"
+    if status == 126:
+        return "126 (the program is not executable: permission denied)"
     return str(status)
 
 

@@ -2,10 +2,13 @@
 programs with its profile, and merge the reports into one results.json. Gradescope's
 run_autograder and ``./lab grade-all`` both come here.
 
-Everything the submission runs (its build, its servers) runs in its own session, under the
-throwaway user when one is given, with a per-submission token in its environment; stopping a
-submission (time budget spent, Ctrl-C) signals those sessions, then kills whatever still
-carries the token. Python 3.8+, standard library only.
+Everything the submission runs (its build, its servers) runs in a sandbox (grader/sandbox.py)
+as a uid of its own, never as root: its copy belongs to that uid alone, and after every run
+every process of that uid is killed. The grader's own processes (grade.py) carry a
+per-submission token in their environment; stopping a submission (time budget spent, Ctrl-C)
+signals them, then kills whatever still carries the token. Reports are produced in a directory
+the submission never sees, and copied to the output directory once its last process is gone.
+Python 3.8+, standard library only.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from . import contract
-from .cli import resolve_user
-from .server import as_user, find_processes, kill_all, stop_session, tail
+from .sandbox import Caps, Sandbox, near_cap, processes_of, secure_tree, tasks_of
+from .server import find_processes, kill_all, stop_session, tail, tail_bytes
 
 HARNESS_DIR = Path(__file__).resolve().parent.parent
 #: Environment variable marking every process a submission's grading starts.
@@ -50,12 +53,16 @@ class Config:
     targets: Tuple[contract.Target, ...] = contract.TARGETS
     checks: Optional[str] = None  #: only these check ids (tests of the kit use it)
     budget: float = 900.0  #: seconds for one submission, build included
-    run_as: Optional[str] = None  #: user for the build and the servers (root only)
+    sandbox: str = "auto"  #: the layer asked for (grader/sandbox.py), or "none" (as the invoker)
+    uids: Tuple[int, int] = (61000, 61999)  #: where each job's own uid is taken from
+    caps: Caps = field(default_factory=Caps)
+    max_reply_mib: int = 64
+    log_bytes_kib: int = 256  #: end of each log kept (build log: 4 times this)
     visibility: str = "visible"
     stdout_visibility: str = "hidden"
     log_lines: int = 20
     timeout_scale: float = 1.0
-    jobs: int = max(1, os.cpu_count() or 1)  #: parallel compile jobs of one build
+    jobs: int = max(1, len(os.sched_getaffinity(0)))  #: parallel compile jobs of one build
     python: str = sys.executable  #: interpreter for grade.py
 
 
@@ -73,55 +80,102 @@ class Stopped(Exception):
 
 
 def grade_submission(submission: Path, out: Path, config: Config,
-                     stop: Optional[threading.Event] = None) -> Outcome:
-    """Builds and grades @p submission; writes @p out/results.json (and per program
-    @p out/<binary>/, the build log @p out/build.log). Always leaves a results.json that says
-    what happened, and no process or temporary directory behind."""
+                     stop: Optional[threading.Event] = None,
+                     uid: Optional[int] = None) -> Outcome:
+    """Builds and grades @p submission as @p uid (None only with config.sandbox "none": as the
+    invoking user); writes @p out/results.json (and per program @p out/<binary>/, the build log
+    @p out/build.log) once every process of the submission is gone. Always leaves a
+    results.json that says what happened, and no process or temporary directory behind."""
     stop = stop or threading.Event()
     out.mkdir(parents=True, exist_ok=True)
+    os.chmod(out, 0o700)
     for stale in ("results.json", "build.log"):
         (out / stale).unlink(missing_ok=True)
     deadline = time.monotonic() + config.budget
     token = uuid.uuid4().hex
-    user = resolve_run_as(config.run_as)
-    work = Path(tempfile.mkdtemp(prefix="grade-submission-"))
+    if config.sandbox == "none":
+        sandbox = Sandbox("none")
+    elif uid is None:
+        raise GraderFailed("no uid for the submission (its code never runs as the grader's user)")
+    else:
+        sandbox = Sandbox(config.sandbox, uid, uid, config.caps)
+    work = Path(tempfile.mkdtemp(prefix="grade-"))  # 0700: the grader's alone, until opened below
     started = time.monotonic()
     listing = {t.binary: list_checks(config, t) for t in config.targets}
+    reports = work / "reports"  # where grade.py writes: the submission never sees it
+    reports.mkdir(mode=0o700)
+    notes: List[str] = []
     try:
-        source = work / "src"
-        shutil.copytree(submission, source, symlinks=True, ignore=IGNORED)
-        if user is not None:
-            os.chmod(work, 0o755)
-            for path in [source, *source.rglob("*")]:
-                os.lchown(path, *user)
-        built, why = build(source, out / "build.log", config, user, token, deadline, stop)
-        if not built:
-            status = "timeout" if why == "timeout" else ("incomplete" if why == "stopped" else "build-failed")
-            results = unbuilt_results(listing, out / "build.log", why, time.monotonic() - started,
-                                      config)
-            return finish(out, status, results)
-        parts = []
-        status = "ok"
-        for target in config.targets:
-            part, part_status = grade_target(source, out / target.binary, target, config, token,
-                                             deadline, stop)
-            parts.append((target, part, listing[target.binary]))
-            if part_status != "ok":
-                status = part_status
-                break
-        for target in config.targets[len(parts):]:
-            parts.append((target, None, listing[target.binary]))
-        results = merge(parts, status, time.monotonic() - started, config)
+        try:
+            source = work / "src"
+            shutil.copytree(submission, source, symlinks=True, ignore=IGNORED)
+            grader_tmp = work / "grader"
+            grader_tmp.mkdir()
+            if sandbox.sealed:
+                os.chmod(work, 0o711)  # its uid passes through to its own copy, sees nothing else
+                os.chmod(grader_tmp, 0o711)  # check roots are in there (names random)
+                secure_tree(source, uid, uid)
+                sandbox.tmp = work / "tmp"
+                sandbox.tmp.mkdir(mode=0o700)
+                os.chown(sandbox.tmp, uid, uid)
+                sandbox.writable = [source]
+            build_log = reports / "build.log"
+            built, why = build(source, build_log, config, sandbox, token, deadline, stop, notes)
+            if not built:
+                status = ("timeout" if why == "timeout" else
+                          "incomplete" if why == "stopped" else "build-failed")
+                results = unbuilt_results(listing, build_log, why, time.monotonic() - started, config)
+            else:
+                parts = []
+                status = "ok"
+                for target in config.targets:
+                    part, part_status = grade_target(source, reports / target.binary, target, config,
+                                                     sandbox, grader_tmp, token, deadline, stop)
+                    parts.append((target, part, listing[target.binary]))
+                    if part_status != "ok":
+                        status = part_status
+                        break
+                for target in config.targets[len(parts):]:
+                    parts.append((target, None, listing[target.binary]))
+                results = merge(parts, status, time.monotonic() - started, config)
+        finally:
+            kill_marked(token)
+            sandbox.reap()
+        # The submission's processes are all gone: only now do its results leave the grader.
+        publish(reports, out, config)
+        results["output"] = "\n".join([*notes, results["output"], f"Sandbox: {sandbox.describe()}."])
+        results["extra_data"]["sandbox"] = sandbox.layer
         return finish(out, status, results)
     finally:
-        kill_marked(token)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def publish(reports: Path, out: Path, config: Config) -> None:
+    """Copies grade.py's reports and the logs (their ends, within the caps) from @p reports to
+    @p out: files 0600, directories 0700."""
+    cap = config.log_bytes_kib << 10
+    for path in sorted(reports.rglob("*")):
+        target = out / path.relative_to(reports)
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            target.mkdir(mode=0o700, exist_ok=True)
+            continue
+        is_log = path.suffix in (".stdout", ".stderr", ".log")
+        data = tail_bytes(path, (4 * cap if path.name == "build.log" else cap) if is_log else 64 << 20)
+        target.unlink(missing_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as sink:
+            sink.write(data)
 
 
 def finish(out: Path, status: str, results: dict) -> Outcome:
     results.setdefault("extra_data", {})["status"] = status
     tmp = out / ".results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as sink:
+        sink.write(json.dumps(results, indent=2) + "\n")
     os.replace(tmp, out / "results.json")
     points = {t["name"].split(":", 1)[0]: t["score"] for t in results["tests"]}
     return Outcome(status, results, points)
@@ -132,34 +186,42 @@ def finish(out: Path, status: str, results: dict) -> Outcome:
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_run_as(spec: Optional[str]) -> Optional[Tuple[int, int]]:
-    """(uid, gid) of @p spec (a name or UID[:GID]), or None."""
-    return resolve_user(spec) if spec else None
-
-
 def run_bounded(argv: List[str], cwd: Path, log: Path, token: str, deadline: float,
-                stop: threading.Event, user: Optional[Tuple[int, int]] = None,
-                grace: float = 5.0) -> Tuple[str, Optional[int]]:
-    """Runs @p argv in its own session, output appended to @p log, until it ends, @p deadline
-    passes or @p stop is set. Returns ("done", status), ("timeout", None) or ("stopped", None).
-    Stopping sends SIGTERM to its session, SIGKILL after @p grace seconds."""
-    argv = as_user(user, argv)
-    env = {**os.environ, BATCH_VARIABLE: token, "PYTHONUNBUFFERED": "1"}
-    if user is not None:
-        env["HOME"] = str(cwd)
+                stop: threading.Event, sandbox: Optional[Sandbox] = None, grace: float = 5.0,
+                env: Optional[Dict[str, str]] = None) -> Tuple[str, Optional[int], int]:
+    """Runs @p argv in its own session (inside @p sandbox when given), output appended to
+    @p log, until it ends, @p deadline passes or @p stop is set. Returns (how, status, tasks):
+    ("done", status), ("timeout", None) or ("stopped", None), and the most processes and
+    threads its sandbox's uid was seen running. Stopping sends SIGTERM to its session, SIGKILL
+    after @p grace seconds."""
+    sandbox = sandbox or Sandbox("none")
+    argv = sandbox.wrap(argv, cwd)
+    extra = {BATCH_VARIABLE: token, "PYTHONUNBUFFERED": "1"}
+    if sandbox.sealed:
+        home = Path("/tmp") if sandbox.layer == "bwrap" or sandbox.tmp is None else sandbox.tmp
+        env = sandbox.env(home, extra)
+    else:
+        env = {**os.environ, **(env or {}), **extra}
+    most = now = 0
     with open(log, "ab") as sink:
         proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=sink,
                                 stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         while True:
+            # Counted often only when the count nears the cap, which a PID namespace hides
+            # from the grader the moment the command ends.
+            pause = 0.2 if not sandbox.sealed else 0.01 if now > sandbox.caps.procs // 2 else 0.05
             try:
-                return "done", proc.wait(timeout=0.2)
+                return "done", proc.wait(timeout=pause), most
             except subprocess.TimeoutExpired:
                 pass
+            if sandbox.sealed:
+                now = tasks_of(sandbox.uid)
+                most = max(most, now)
             if stop.is_set() or time.monotonic() >= deadline:
                 why = "stopped" if stop.is_set() else "timeout"
                 stop_session(proc, grace)
-                return why, None
+                return why, None, most
     except BaseException:
         stop_session(proc, 0)
         raise
@@ -176,22 +238,52 @@ def kill_marked(token: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def build(source: Path, log: Path, config: Config, user, token: str, deadline: float,
-          stop: threading.Event) -> Tuple[bool, str]:
-    """Builds the contract's binaries in @p source. Returns (built, why not)."""
+def build(source: Path, log: Path, config: Config, sandbox: Sandbox, token: str, deadline: float,
+          stop: threading.Event, notes: List[str]) -> Tuple[bool, str]:
+    """Builds the contract's binaries in @p source, inside @p sandbox; adds to @p notes what the
+    student should know (processes left running, caps reached). Returns (built, why not)."""
     binaries = [t.binary for t in config.targets]
-    for argv in contract.build_commands(binaries, config.jobs):
-        with open(log, "a", encoding="utf-8") as sink:
-            sink.write(f"$ {' '.join(argv)}\n")
-        how, status = run_bounded(argv, source, log, token, deadline, stop, user)
-        if how != "done":
-            return False, how
-        if status != 0:
-            return False, f"`{' '.join(argv)}` exited with status {status}"
+    try:
+        for argv in contract.build_commands(binaries, config.jobs):
+            with open(log, "a", encoding="utf-8") as sink:
+                sink.write(f"$ {' '.join(argv)}\n")
+            how, status, most = run_bounded(argv, source, log, token, deadline, stop, sandbox)
+            if sandbox.sealed:
+                # In a PID namespace nothing outlives the command (the kernel ends them all
+                # with it); with only a uid, whatever is still running did.
+                left = processes_of(sandbox.uid) if sandbox.layer == "uid" else []
+                sandbox.reap()
+                if left:
+                    notes.append(f"The build left {len(left)} process(es) running after "
+                                 f"`{' '.join(argv)}` ended; the grader killed them.")
+                if near_cap(most, sandbox.caps.procs):
+                    notes.append(f"The build ran {most} processes and threads at once, near the "
+                                 f"cap of {sandbox.caps.procs} processes and threads: beyond the "
+                                 f"cap, starting another one fails.")
+            if how != "done":
+                return False, how
+            if status != 0:
+                return False, f"`{' '.join(argv)}` exited with status {describe_build_status(status)}"
+    finally:
+        try:
+            if sandbox.sealed and log.stat().st_size >= sandbox.caps.file_mib << 20:
+                notes.append(f"The build log reached the cap of {sandbox.caps.file_mib} MiB per "
+                             f"file: writing more failed.")
+        except OSError:
+            pass
     missing = [b for b in binaries if not (source / "build" / "bin" / b).is_file()]
     if missing:
         return False, f"the build made no build/bin/{', build/bin/'.join(missing)}"
     return True, ""
+
+
+def describe_build_status(status: int) -> str:
+    """A build command's exit status in words."""
+    if status == 127:
+        return "127 (command not found)"
+    if status < 0:
+        return f"{status} (killed by a signal)"
+    return str(status)
 
 
 def unbuilt_results(listing: Dict[str, List[dict]], log: Path, why: str, elapsed: float,
@@ -254,18 +346,25 @@ def list_checks(config: Config, target: contract.Target) -> List[dict]:
     return json.loads(proc.stdout)
 
 
-def grade_target(source: Path, out: Path, target: contract.Target, config: Config, token: str,
-                 deadline: float, stop: threading.Event) -> Tuple[Optional[dict], str]:
-    """Runs grade.py on one program; returns (its results.json or None, status)."""
-    out.mkdir(parents=True, exist_ok=True)
+def grade_target(source: Path, out: Path, target: contract.Target, config: Config,
+                 sandbox: Sandbox, grader_tmp: Path, token: str, deadline: float,
+                 stop: threading.Event) -> Tuple[Optional[dict], str]:
+    """Runs grade.py (the grader: outside the sandbox) on one program, each of its servers in
+    @p sandbox; returns (its results.json or None, status)."""
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
     command = f"{source}/{target.command}"
     args = [*grader_args(config, target), "--server-cmd", command, "--out", str(out),
             "--visibility", config.visibility, "--stdout-visibility", config.stdout_visibility,
-            "--log-lines", str(config.log_lines), "--timeout-scale", str(config.timeout_scale)]
-    if config.run_as:
-        args += ["--run-as", config.run_as]
-    how, status = run_bounded(args, out, out / "grader.log", token, deadline, stop,
-                              grace=GRADER_GRACE)
+            "--log-lines", str(config.log_lines), "--timeout-scale", str(config.timeout_scale),
+            "--max-reply", str(config.max_reply_mib), "--log-bytes", str(config.log_bytes_kib)]
+    if sandbox.sealed:
+        args += ["--run-as", f"{sandbox.uid}:{sandbox.gid}", "--sandbox", sandbox.layer,
+                 "--memory", str(sandbox.caps.memory_mib), "--max-procs", str(sandbox.caps.procs),
+                 "--max-file-size", str(sandbox.caps.file_mib),
+                 "--sandbox-tmp", str(sandbox.tmp)]
+        args += [arg for path in sandbox.writable for arg in ("--sandbox-writable", str(path))]
+    how, status, _ = run_bounded(args, out, out / "grader.log", token, deadline, stop,
+                                 grace=GRADER_GRACE, env={"TMPDIR": str(grader_tmp)})
     try:
         results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -58,6 +58,8 @@ def serve(conn, args):
     if ".." in segments:
         return reply(conn, "400 Bad Request", b"bad request")
     full = os.path.join(os.getcwd(), *segments)
+    if os.path.isdir(full):
+        full = os.path.join(full, "index.html")
     extension = os.path.splitext(full)[1]
     if args.hang_on and extension == args.hang_on:
         threading.Event().wait()
