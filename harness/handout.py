@@ -887,6 +887,22 @@ def distinctive(line: str) -> bool:
             and not text.startswith(("//", "#", "/*", "*", "<!--")))
 
 
+#: An identifier long enough to be the solution's own (``reclaimable``, ``try_acquire``).
+IDENTIFIER = re.compile(r"(?<![\w.])[A-Za-z_]\w{5,}(?!\w)")
+#: A call or member access chain with its arguments: ``std::move(admission.slot)``.
+EXPRESSION = re.compile(r"(?<![\w.>:])(?:[A-Za-z_]\w*(?:::|\.|->))*[A-Za-z_]\w*\([^()\n]*\)")
+
+
+def fragments(line: str) -> set[str]:
+    """The pieces of a code line that can leak on their own: its long identifiers, and its
+    calls with their arguments that are long enough to be distinctive, whitespace normalised."""
+    code = re.split(r"\s(?://|#)\s", " " + line, maxsplit=1)[0]  # not its trailing comment
+    found = {m.group(0) for m in IDENTIFIER.finditer(code)}
+    found |= {normalized(m.group(0)) for m in EXPRESSION.finditer(code)
+              if len(normalized(m.group(0))) >= 14}
+    return found
+
+
 def find_leaks(files: dict[str, Source], kept: set[str], tree: dict[str, Output]) -> list[str]:
     """Where the text of a replaced block shows up in @p tree.
 
@@ -894,24 +910,80 @@ def find_leaks(files: dict[str, Source], kept: set[str], tree: dict[str, Output]
     reason to hold it: it is not among the plain lines of a code file the tree ships, nor in
     a stub the tree ships, nor in a kept block. Plain lines of Markdown files do not count: a
     guide that quotes the solution outside a block is exactly the leak to catch.
+
+    Fragments count too: a long identifier, or a call with its arguments, of the code of an
+    exercise's replaced block (a part of kind SOLUTION) that appears nowhere in the code the
+    tree ships must not appear anywhere in it, a guide quoting ``std::move(admission.slot)``
+    in a sentence included.
     """
     given: set[str] = set()
+    given_code: list[str] = []
     replaced: list[Block] = []
     for item in files.values():
         if item.parsed is None:
             continue
         shipped = item.rel in tree
+        code = item.parsed.syntax is not HTML
         for segment in item.parsed.segments:
             if isinstance(segment, str):
-                if shipped and item.parsed.syntax is not HTML:
+                if shipped and code:
                     given.add(normalized(segment))
+                    given_code.append(segment)
                 continue
             if shipped:
                 given.update(normalized(line) for line in segment.stub or [])
+                if code:
+                    given_code.extend(segment.stub or [])
             if segment.part in kept:
                 given.update(normalized(line) for _, line in segment.solution)
+                if code:
+                    given_code.extend(line for _, line in segment.solution)
             else:
                 replaced.append(segment)
+    leaks = line_leaks(replaced, given, tree)
+    return leaks + fragment_leaks(files, replaced, given_code, tree, leaks)
+
+
+def fragment_leaks(files: dict[str, Source], replaced: list[Block], given_code: list[str],
+                   tree: dict[str, Output], already: list[str]) -> list[str]:
+    """The fragment half of find_leaks()."""
+    shipped_code = normalized(" \n ".join(given_code))
+    shipped_words = set(IDENTIFIER.findall(shipped_code))
+    secret: dict[str, Block] = {}
+    for block in replaced:
+        if PARTS[block.part].kind != SOLUTION or files[block.path].parsed.syntax is HTML:
+            continue
+        for _, line in block.solution:
+            if not distinctive(line):
+                continue
+            for piece in fragments(line):
+                known = (piece in shipped_words if IDENTIFIER.fullmatch(piece)
+                         else piece in shipped_code)
+                if not known:
+                    secret.setdefault(piece, block)
+    if not secret:
+        return []
+    seen = {leak.split(": solution text", 1)[0] for leak in already}
+    pattern = re.compile("|".join(
+        rf"(?<![\w.]){re.escape(p)}(?!\w)" for p in sorted(secret, key=len, reverse=True)))
+    leaks = []
+    for rel in sorted(tree):
+        out = tree[rel]
+        if out.text is None:
+            continue
+        for number, line in enumerate(out.text.split("\n"), 1):
+            if f"{rel}:{number}" in seen:
+                continue
+            hit = pattern.search(normalized(line))
+            if hit:
+                block = secret[hit.group(0)]
+                leaks.append(f"{rel}:{number}: solution fragment of block {block.name} "
+                             f"({block.path}) appears in the generated tree: {hit.group(0)!r}")
+    return leaks
+
+
+def line_leaks(replaced: list[Block], given: set[str], tree: dict[str, Output]) -> list[str]:
+    """The whole-line half of find_leaks()."""
     secret: dict[str, tuple[Block, int]] = {}
     for block in replaced:
         for number, line in block.solution:

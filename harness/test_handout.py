@@ -268,6 +268,21 @@ def test_leaked_solution_text_stops_the_generation(tmp_path, small_reference):
                          cwd=tmp_path).returncode == 0
 
 
+def test_leaked_solution_fragment_stops_the_generation(tmp_path, small_reference):
+    """A sentence that quotes a piece of a solution line (an identifier or a call found only
+    in the block) leaks as surely as the whole line."""
+    write(small_reference, "docs/notes.md", "Hint: the answer adds `secret_offset()` to x.\n")
+    dest = tmp_path / "out"
+    proc = run_generator("--source", str(small_reference), str(dest), cwd=tmp_path)
+    assert proc.returncode == 1
+    assert re.search(r"^docs/notes\.md:1: solution fragment of block stage3/f \(lib/f\.cpp\)"
+                     r".*'secret_offset", proc.stderr, re.M), proc.stderr
+    assert not dest.exists()
+    # Words the shipped code holds are no secret: a guide may name them.
+    write(small_reference, "docs/notes.md", "Hint: `f(int x)` returns an int.\n")
+    assert run_generator("--source", str(small_reference), str(dest), cwd=tmp_path).returncode == 0
+
+
 def test_destination_must_be_new_or_empty(tmp_path, small_reference):
     dest = tmp_path / "out"
     dest.mkdir()
