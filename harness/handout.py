@@ -140,6 +140,8 @@ PARTS: dict[str, Part] = {part.name: part for part in (
          "the handout generator, the batch and Gradescope grading (autograde.py), their tests "
          "and the instructor's page",
          paths=("harness/handout.py", "harness/test_handout.py", "docs/instructor.md",
+                "harness/studentside.py", "harness/test_student_cpp.py",
+                "harness/test_student_python.py",
                 "harness/autograde.py", "harness/grader/submission.py", "harness/test_autograde.py")),
 )}
 
