@@ -5,23 +5,22 @@
 // BEGIN SOLUTION stage3/todo-note
 // STUB
 //
-// #include <atomic>
 // #include <cstdio>
 //
 // namespace {
 //
 // // Says on stderr that a stub below was reached, so that its wrong answer comes with the
-// // reason: every time up to kTodoNotes times (a test binary run directly shows it above each
-// // failing test), then once more to say it goes quiet, so that a server's log stays short.
-// // Delete it with the last stub.
-// [[maybe_unused]] void todo(std::atomic<int>& reached, const char* what) noexcept {
+// // reason: every time, up to kTodoNotes times per thread and stub (a test binary run
+// // directly shows it above each failing test), then once more to say it goes quiet, so that
+// // a server's log stays short. Delete it with the last stub.
+// [[maybe_unused]] void todo(int& reached, const char* what) noexcept {
 //     constexpr int kTodoNotes = 100;
-//     const int count = reached.fetch_add(1, std::memory_order_relaxed);
-//     if (count < kTodoNotes) {
+//     if (reached < kTodoNotes) {
 //         static_cast<void>(std::fprintf(stderr, "TODO(student): %s\n", what));
-//     } else if (count == kTodoNotes) {
+//     } else if (reached == kTodoNotes) {
 //         static_cast<void>(std::fprintf(stderr, "TODO(student): %s (no further notes)\n", what));
 //     }
+//     ++reached;
 // }
 //
 // }  // namespace
@@ -36,7 +35,7 @@ ConnectionLimiter::Slot::Slot(Slot&& other) noexcept
 // ConnectionLimiter::Slot::Slot(Slot&& other) noexcept {
 //     // TODO(student): take over the slot @p other holds, if any; afterwards it holds nothing.
 //     if (other.held()) {
-//         static std::atomic<int> reached{0};
+//         thread_local int reached = 0;
 //         todo(reached, "ConnectionLimiter::Slot's move constructor is not written yet");
 //     }
 // }
@@ -53,7 +52,7 @@ ConnectionLimiter::Slot& ConnectionLimiter::Slot::operator=(Slot&& other) noexce
     // // TODO(student): give back the slot this object holds, if any, then take over the one
     // // @p other holds; afterwards @p other holds nothing. `a = std::move(a)` changes nothing.
     // if (held() || other.held()) {
-    //     static std::atomic<int> reached{0};
+    //     thread_local int reached = 0;
     //     todo(reached, "ConnectionLimiter::Slot's move assignment is not written yet");
     // }
     // END SOLUTION
@@ -67,7 +66,7 @@ void ConnectionLimiter::Slot::release() noexcept {
     // // TODO(student): if this object holds a slot, give it back to its limiter (the private
     // // ConnectionLimiter::release()) and from then on hold nothing: a second call does nothing.
     // if (held()) {
-    //     static std::atomic<int> reached{0};
+    //     thread_local int reached = 0;
     //     todo(reached, "ConnectionLimiter::Slot::release() is not written yet: no slot comes back");
     //     limiter_ = nullptr;  // forgets the slot instead of giving it back
     // }
@@ -114,7 +113,7 @@ ConnectionLimiter::Admission ConnectionLimiter::try_acquire(const std::string& c
     // // first), and return a Slot for it. Otherwise count nothing and answer client_full
     // // (checked first) or server_full. No memory to count one more counts as server_full.
     // // (With reclaim_idle_, a full server first tries reclaim_oldest_locked(); see the header.)
-    // static std::atomic<int> reached{0};
+    // thread_local int reached = 0;
     // todo(reached, "ConnectionLimiter::try_acquire() is not written yet: every client gets 503");
     // static_cast<void>(client);
     // return {Verdict::server_full, {}};
@@ -152,7 +151,7 @@ void ConnectionLimiter::uncount_locked(const std::string& client,
     // // TODO(student): count one connection of @p client less, in total_ and in per_client_,
     // // and erase the client's entry when its count reaches zero, unless @p keep points to
     // // the same client (the newcomer a reclaim makes room for). The caller holds mutex_.
-    // static std::atomic<int> reached{0};
+    // thread_local int reached = 0;
     // todo(reached, "ConnectionLimiter::uncount_locked() is not written yet");
     // static_cast<void>(client);
     // static_cast<void>(keep);
@@ -167,7 +166,7 @@ void ConnectionLimiter::release(std::list<Entry>::iterator entry) noexcept {
     // STUB
     // // TODO(student): give back the slot of @p entry: under mutex_, uncount its client if the
     // // entry still counts (a reclaimed one no longer does), and remove it from entries_.
-    // static std::atomic<int> reached{0};
+    // thread_local int reached = 0;
     // todo(reached, "ConnectionLimiter::release() is not written yet: no slot comes back");
     // static_cast<void>(entry);
     // END SOLUTION
