@@ -943,10 +943,10 @@ def student_readme(tree: dict[str, "Output"], kept: set[str], solution: bool,
     ]
     if workflows:
         out += [""] + paragraph(
-            "Each push also runs " + ", ".join(f"`{w}`" for w in workflows) + " on GitHub. "
-            + (f"`{WORKFLOW}` builds your code and grades it with the visible checks, one step "
-               "per check, each worth the check's points in GitHub Classroom's gradebook when "
-               "the check passes whole." if WORKFLOW in workflows else ""))
+            "Each push also runs " + ", ".join(f"`{w}`" for w in workflows) + " on GitHub"
+            + (f"; `{WORKFLOW}` builds your code and grades it with the visible checks, one "
+               "step per check, each worth the check's points in GitHub Classroom's gradebook "
+               "when the check passes whole." if WORKFLOW in workflows else "."))
     out += [""] + question5("each stage of this repository", "builds the stages, ")
     out += [
         "## Reading", "",

@@ -89,12 +89,16 @@ def dead_links(tree: Path) -> list[str]:
 
 
 def named_scripts(tree: Path) -> list[str]:
-    """Every Python script of the tree that its pages name (harness/x.py, docs/tools/y.py)."""
+    """Every Python script of the tree that its pages name (harness/x.py, docs/tools/y.py): a
+    file with a #! line or a __main__ guard (a test module or a check file is no script)."""
     named = set()
     for page in markdown_files(tree):
         for rel in re.findall(r"(?<![\w/.])((?:harness|docs/tools)/[\w/-]+\.py)\b", page.read_text()):
-            if (tree / rel).is_file():
-                named.add(rel)
+            path = tree / rel
+            if path.is_file():
+                text = path.read_text()
+                if text.startswith("#!") or re.search(r"^if __name__ == .__main__.:", text, re.M):
+                    named.add(rel)
     return sorted(named)
 
 
