@@ -12,7 +12,11 @@ link of each tree's Markdown resolves, and the tree holds nothing of the C++ tra
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +129,48 @@ def test_speedup_in_the_solution_tree(trees):
     for server in ("sequential", "threaded", "python"):
         rows = re.findall(rf"^\| {server} \| (.*) \| (\d+) \|$", table, re.M)
         assert len(rows) == 2 and all(errors == "0" for _, errors in rows), (server, table)
+
+
+def test_server_answers(trees, tmp_path):
+    """The solution's server over a root with a symbolic link out of it, a FIFO and an
+    unreadable directory: each request gets the status the kit's servers give."""
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("hi\n")
+    (tmp_path / "secret.txt").write_text("secret\n")
+    (root / "link.txt").symlink_to("../secret.txt")
+    os.mkfifo(root / "fifo")
+    (root / "sub" / "index.html").write_text("<p>sub</p>\n")
+    port = ss.free_port()
+    server = subprocess.Popen(["python3", str(trees["solution"] / "http_server.py"), "-p", str(port),
+                               "-q"], cwd=root, env=ss.student_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                ss.get(port, "/a.txt")
+                break
+            except OSError:
+                time.sleep(0.05)
+        cases = {"GET /a.txt HTTP/1.0": "200", "HEAD /a.txt HTTP/1.0": "200",
+                 "POST /a.txt HTTP/1.0": "501", "GET /../secret.txt HTTP/1.0": "400",
+                 "GET /%2e%2e/secret.txt HTTP/1.0": "400", "GET /link.txt HTTP/1.0": "404",
+                 "GET /fifo HTTP/1.0": "403", "GET /nope HTTP/1.0": "404", "BAD": "400",
+                 "GET /%00 HTTP/1.0": "400", "GET /sub/ HTTP/1.0": "200",
+                 "GET /sub/../a.txt HTTP/1.0": "200", "GET a.txt HTTP/1.0": "400"}
+        for request, status in cases.items():
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                conn.sendall(request.encode() + b"\r\n\r\n")
+                reply = b""
+                while chunk := conn.recv(4096):
+                    reply += chunk
+            line = reply.split(b"\r\n", 1)[0].decode()
+            assert line.split(" ")[1:2] == [status], (request, line)
+            assert b"secret" not in reply, request
+            if request.startswith("GET /a.txt"):
+                assert b"Content-Type: text/plain" in reply and reply.endswith(b"\r\n\r\nhi\n")
+            if request.startswith("HEAD"):
+                assert reply.endswith(b"\r\n\r\n") and b"Content-Length: 3" in reply
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

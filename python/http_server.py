@@ -17,6 +17,7 @@ Standard library only (Python 3.8 or newer).
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import socket
 import stat
@@ -118,13 +119,13 @@ def open_file(root: str, full: str) -> tuple[int, int, str]:
     if not (real + os.sep).startswith(os.path.realpath(root).rstrip(os.sep) + os.sep):
         raise BadRequest(404)
     try:
-        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # O_NOFOLLOW: a file swapped for a symbolic link since realpath() is not followed.
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         raise BadRequest(404) from None
-    except PermissionError:
-        raise BadRequest(403) from None
-    except OSError:
-        raise BadRequest(500) from None
+    except OSError as error:
+        raise BadRequest(404 if error.errno == errno.ELOOP else 403
+                         if error.errno == errno.EACCES else 500) from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
