@@ -13,7 +13,6 @@ tree's Markdown resolves.
 
 from __future__ import annotations
 
-import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import studentside as ss
+from test_handout import skip_under_sanitizers
 
 #: Unit tests the handout ships whose code is all given: they pass as handed out.
 GIVEN_UNIT_TESTS = {"ConnectionLimiter.ReportsItsLimits", "ConnectionLimiter.DefaultSlotHoldsNothing",
@@ -35,17 +35,6 @@ STUBBED_UNIT_TESTS = {"ConnectionLimiter.AdmitsUpToPerClientLimit",
                       "ThreadSet.FinishedThreadsAreReapedWithoutANewSpawn"}
 #: The README's commands this test knows how to run; a new one fails the test until it does.
 KNOWN = re.compile(r"^(\./lab (build|run|test|grade|speedup)\b|build/bin/limiter_tests$)")
-
-
-def skip_under_sanitizers():
-    """The trees are built with their default preset whatever build is under test: run this
-    with the plain build only, not again under each sanitizer preset."""
-    bin_dir = os.environ.get("LAB_BIN_DIR")
-    cache = Path(bin_dir).parent / "CMakeCache.txt" if bin_dir else None
-    if cache is not None and cache.is_file():
-        found = re.search(r"^LAB_SANITIZE:\w+=(.*)$", cache.read_text(errors="replace"), re.M)
-        if found and found[1].strip():
-            pytest.skip(f"student-side runs use the plain build only (LAB_SANITIZE={found[1]})")
 
 
 @pytest.fixture(scope="module")
