@@ -77,12 +77,13 @@ class CommandServer(sv.Server):
                 for w in words]
 
     def start(self) -> "CommandServer":
-        self.workdir_for_run = self.workdir
-        self.workdir = self.root  # the server's working directory is the document root
+        """Starts the server with the document root as its working directory (Server.start()
+        runs a server in self.workdir; its logs stay where __init__ put them)."""
+        logs, self.workdir = self.workdir, self.root
         try:
             return super().start()
         finally:
-            self.workdir = self.workdir_for_run
+            self.workdir = logs
 
 
 def server_spec(text: str) -> tuple[str, str]:

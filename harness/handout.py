@@ -718,7 +718,7 @@ def question5(servers: str, build: str) -> list[str]:
         "milliseconds, which measures the machine's noise rather than the server, so measure "
         "them through a simulated network:") + [
         "",
-        "<!-- doctest: skip — runs for about 4 minutes -->",
+        "<!-- doctest: skip — runs for about 5 minutes -->",
         "```sh",
         "./lab speedup",
         "```", "",
@@ -727,7 +727,7 @@ def question5(servers: str, build: str) -> list[str]:
         "every connection through a proxy that adds a 20 ms round trip and 100 Mbit/s each way "
         "(`harness/benchlib/shaper.py`), and runs 5 rounds, the servers in turns. It refuses "
         "fewer than 3 rounds and runs without the simulated network, and marks with ⚠ any time "
-        "shorter than 0.5 s. It takes about 4 minutes, prints one table per test case, and "
+        "shorter than 0.5 s. It takes 4 to 5 minutes, prints one table per test case, and "
         "writes them to `build/bench-shaped/shaped.md` (every single run in "
         "`build/bench-shaped/shaped_runs.csv`). Hand in, under question 5 of `ANSWERS.md`:") + [
         "",
