@@ -729,7 +729,8 @@ def question5(servers: str, build: str) -> list[str]:
         "fewer than 3 rounds and runs without the simulated network, and marks with ⚠ any time "
         "shorter than 0.5 s. It takes 4 to 5 minutes, prints one table per test case, and "
         "writes them to `build/bench-shaped/shaped.md` (every single run in "
-        "`build/bench-shaped/shaped_runs.csv`). Hand in, under question 5 of `ANSWERS.md`:") + [
+        "`build/bench-shaped/shaped_runs.csv`); `harness/bench_shaped.py --help` lists the "
+        "options it passes on. Hand in, under question 5 of `ANSWERS.md`:") + [
         "",
         "1. the two tables of `shaped.md` as they are (for each server: the median sequential and",
         "   concurrent times in seconds, the speedup with its min–max over the rounds, the errors),",
