@@ -13,6 +13,13 @@ median over the rounds and their min–max.
 
     /usr/bin/python3 harness/bench_shaped.py                 # results in build/bench-shaped/
     /usr/bin/python3 harness/bench_shaped.py --publish       # into docs/bench/ (shaped.md)
+    /usr/bin/python3 harness/bench_shaped.py --server "mine=python3 http_server.py -p {port}"
+
+The stages are those this tree holds (a handout has no stage 4); --server adds any server,
+started in a copy of the document root as its working directory. A round of fewer than
+MIN_REPS is refused (no spread to judge), and so is a run without a simulated network
+(--rtt-ms below MIN_RTT_MS: the runs would last milliseconds); a cell whose median run is
+shorter than SHORT_RUN seconds is flagged as noise in the table.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -38,6 +46,53 @@ STAGES = {"stage1": "stage1_sequential", "stage2": "stage2_threaded",
           "stage3": "stage3_limited", "stage4": "stage4_event"}
 #: Longest one testcase run may take, in seconds.
 RUN_TIMEOUT = 300.0
+#: Fewest rounds that give a median and a spread worth quoting.
+MIN_REPS = 3
+#: Below this round trip the runs last milliseconds: measure with ./lab bench instead.
+MIN_RTT_MS = 1.0
+#: A median run shorter than this (seconds) is flagged in the table: it measures noise.
+SHORT_RUN = 0.5
+
+
+def present_stages() -> dict[str, str]:
+    """The stages whose sources this tree holds (a handout leaves stage 4 out)."""
+    return {name: binary for name, binary in STAGES.items() if (REPO_DIR / binary).is_dir()}
+
+
+class CommandServer(sv.Server):
+    """Any server, from a command template with {port} (and optionally {root}), run with a
+    copy of the document root as its working directory (the earlier project's Python server
+    serves its working directory)."""
+
+    def __init__(self, workdir: Path, root: Path, name: str, template: str):
+        self.name = name
+        super().__init__(workdir, root)
+        self.template = template
+
+    def build_command(self, port: int) -> list[str]:
+        words = shlex.split(self.template.replace("{port}", str(port))
+                            .replace("{root}", shlex.quote(str(self.root))))
+        # A relative word naming an existing file (http_server.py) means the caller's file.
+        return [str(Path(w).resolve()) if "/" not in w[:1] and Path(w).is_file() else w
+                for w in words]
+
+    def start(self) -> "CommandServer":
+        """Starts the server with the document root as its working directory (Server.start()
+        runs a server in self.workdir; its logs stay where __init__ put them)."""
+        logs, self.workdir = self.workdir, self.root
+        try:
+            return super().start()
+        finally:
+            self.workdir = logs
+
+
+def server_spec(text: str) -> tuple[str, str]:
+    """NAME=COMMAND of --server."""
+    name, sep, command = text.partition("=")
+    if not sep or not name.strip() or "{port}" not in command:
+        raise argparse.ArgumentTypeError(f"{text!r}: write NAME=COMMAND, the command holding "
+                                         f"{{port}}")
+    return name.strip(), command
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -46,16 +101,35 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rtt-ms", type=float, default=20.0, help="round-trip time (default 20)")
     parser.add_argument("--mbit", type=float, default=100.0,
                         help="Mbit/s per connection and direction (default 100)")
-    parser.add_argument("--reps", type=int, default=3, help="rounds (default 3)")
+    parser.add_argument("--reps", type=int, default=3,
+                        help=f"rounds (default 3, at least {MIN_REPS})")
     parser.add_argument("--clients", type=int, default=12,
                         help="concurrent clients (default 12, as in the bench)")
     parser.add_argument("--build-dir", type=Path, default=REPO_DIR / "build",
                         help="CMake build directory holding bin/ (default build)")
+    parser.add_argument("--server", dest="servers", action="append", default=[],
+                        type=server_spec, metavar="NAME=COMMAND",
+                        help="also measure this server: COMMAND holds {port} (and may hold "
+                             "{root}); it runs in a copy of the document root; repeatable")
+    parser.add_argument("--no-stages", action="store_true",
+                        help="leave the kit's stages out (only python -m http.server and "
+                             "--server)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default build/bench-shaped)")
     parser.add_argument("--publish", action="store_true",
                         help="write docs/bench/shaped.md and shaped_runs.csv")
     args = parser.parse_args(argv)
+    if args.reps < MIN_REPS:
+        parser.error(f"--reps {args.reps}: at least {MIN_REPS} rounds, or the figures have no "
+                     f"spread to judge them by")
+    if args.rtt_ms < MIN_RTT_MS:
+        parser.error(f"--rtt-ms {args.rtt_ms:g}: without a simulated network a run lasts "
+                     f"milliseconds and measures noise; use ./lab bench for loopback figures")
+    if args.mbit <= 0 or args.clients < 1:
+        parser.error("--mbit and --clients must be positive")
+    args.build_dir = args.build_dir.resolve()
+    if args.out is not None:
+        args.out = args.out.resolve()
     if args.publish:
         if args.out is not None:
             parser.error("--publish writes docs/bench; it does not take --out")
@@ -72,6 +146,12 @@ def spread(values: list[float]) -> tuple[float, float, float]:
 def fmt(values: list[float], pattern: str) -> str:
     median, low, high = spread(values)
     return f"{pattern.format(median)} ({pattern.format(low)}–{pattern.format(high)})"
+
+
+def timed(values: list[float]) -> str:
+    """A time cell; flagged when its median run is too short to mean anything."""
+    cell = fmt(values, "{:.2f}")
+    return cell + " ⚠" if statistics.median(values) < SHORT_RUN else cell
 
 
 def summarise(rows: list[dict], args: argparse.Namespace, servers: list[str],
@@ -105,10 +185,15 @@ def summarise(rows: list[dict], args: argparse.Namespace, servers: list[str],
             if not speedups:
                 lines.append(f"| {server} | | | | {len(errors)} |")
                 continue
-            lines.append(f"| {server} | {fmt(list(seq.values()), '{:.2f}')} | "
-                         f"{fmt(list(conc.values()), '{:.2f}')} | "
+            lines.append(f"| {server} | {timed(list(seq.values()))} | "
+                         f"{timed(list(conc.values()))} | "
                          f"{fmt(speedups, '{:.1f}×')} | {len(errors)} |")
         lines.append("")
+    short = [r for r in rows if not r["error"] and r["seconds"] < SHORT_RUN]
+    if short:
+        lines += [f"⚠ {len(short)} of {len(rows)} runs lasted less than {SHORT_RUN:g} s: such a "
+                  "time is mostly the machine's noise, and so is a speedup made from it. "
+                  "Raise --rtt-ms or lower --mbit before quoting it.", ""]
     first_errors = [f"{r['server']} {r['testcase']} {r['mode']}: {r['error']}"
                     for r in rows if r["error"]][:5]
     if first_errors:
@@ -120,10 +205,11 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     command = "/usr/bin/python3 harness/bench_shaped.py " + " ".join(argv)
-    binaries = {name: args.build_dir / "bin" / binary for name, binary in STAGES.items()}
+    stages = {} if args.no_stages else present_stages()
+    binaries = {name: args.build_dir / "bin" / binary for name, binary in stages.items()}
     missing = [str(path) for path in binaries.values() if not os.access(path, os.X_OK)]
     if missing:
-        raise SystemExit(f"bench_shaped: not built: {', '.join(missing)}")
+        raise SystemExit(f"bench_shaped: not built: {', '.join(missing)} (./lab build)")
     rate = args.mbit * 1e6 / 8
     facts = machine.describe(args.build_dir, REPO_DIR, list(binaries.values()))
     rows: list[dict] = []
@@ -138,6 +224,8 @@ def main(argv: list[str]) -> int:
                 extra = ("-maxclient", "256", "-maxtotal", "256") if name in ("stage3", "stage4") else ()
                 running.append(sv.StageServer(work, site.root, binary, name, extra=extra).start())
             running.append(sv.PythonServer(work, site.root).start())
+            for name, template in args.servers:
+                running.append(CommandServer(work, site.root, name, template).start())
             for rep in range(args.reps):
                 order = running[rep % len(running):] + running[:rep % len(running)]
                 for server in order:
@@ -164,7 +252,7 @@ def main(argv: list[str]) -> int:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-    summary = summarise(rows, args, [s for s in list(STAGES) + ["python"]],
+    summary = summarise(rows, args, [s.name for s in running],
                         command.strip(), time.monotonic() - started, facts)
     (args.out / "shaped.md").write_text(summary + "\n")
     print(summary)

@@ -141,11 +141,27 @@ PARTS: dict[str, Part] = {part.name: part for part in (
          "the handout generator, the batch and Gradescope grading (autograde.py), their tests "
          "and the instructor's page",
          paths=("harness/handout.py", "harness/test_handout.py", "docs/instructor.md",
+                "harness/studentside.py", "harness/test_student_cpp.py",
+                "harness/test_student_python.py",
                 "harness/autograde.py", "harness/grader/submission.py", "harness/test_autograde.py")),
 )}
 
 #: Left out of every generated tree: the reference's benchmark figures answer question 5.
 LEFT_OUT = ("docs/bench/",)
+
+#: The Python track's own files: left out of C++ trees; in a Python tree (--lang python) they
+#: go to its top directory (python/http_server.py → http_server.py, python/docs/ → docs/).
+PYTHON_DIR = "python/"
+#: What a Python tree takes from the rest of the kit, besides PYTHON_DIR: the sample site, the
+#: grader and its rubric, and the benchmark of question 5.
+PYTHON_SHARED = ("www/", "harness/grade.py", "harness/grader/", "harness/rubric.toml",
+                 "harness/README-grading.md", "harness/bench_shaped.py", "harness/benchlib/")
+#: The programs a Python tree's grader runs: (name, profile, --server-cmd), one file for both.
+PYTHON_TARGETS = (
+    ("http_server.py (threaded)", "threaded", "python3 http_server.py -p {port}"),
+    ("http_server.py (limited)", "limited",
+     "python3 http_server.py -p {port} -maxclient {maxclient} -maxtotal {maxtotal}"),
+)
 
 #: Written by the generator instead of copied.
 README = "README.md"
@@ -155,8 +171,11 @@ CONFTEST = "harness/conftest.py"
 CHECKS = "harness/grader/checks.py"
 
 #: Hook for GitHub Classroom: workflows here are copied (markers processed like any file), and
-#: the student README says that a push runs them.
+#: the student README says that a push runs them. The Classroom workflow itself is written by
+#: the generator (classroom_workflow()): one step per visible check, so that Classroom's
+#: gradebook gets each check's points.
 WORKFLOWS = ".github/workflows/"
+WORKFLOW = WORKFLOWS + "classroom.yml"
 
 #: What the stages are called on the command line of the grader (the submission contract,
 #: which the autograder and ./lab grade-all apply: harness/grader/contract.py).
@@ -687,6 +706,132 @@ def paragraph(text: str) -> list[str]:
     return textwrap.wrap(text, 96, break_long_words=False, break_on_hyphens=False)
 
 
+def question5(servers: str, build: str) -> list[str]:
+    """The README section on question 5: the one command, and what to hand in."""
+    return [
+        "## Question 5: what to hand in", "",
+    ] + paragraph(
+        "Question 5 of `ANSWERS.md` asks for the times and speedups of the two concurrent-fetch "
+        "test cases: test case 1, many small files (200 files, 3.5 MiB in all), and test case 2, "
+        "a few large files (4 files, 32 MiB in all). Each is fetched twice: by one client, file "
+        "after file (sequential), and by 12 client threads sharing the list (concurrent); the "
+        "speedup is the sequential time over the concurrent one. On loopback a whole pass takes "
+        "milliseconds, which measures the machine's noise rather than the server, so measure "
+        "them through a simulated network:") + [
+        "",
+        "<!-- doctest: skip — runs for about 5 minutes -->",
+        "```sh",
+        "./lab speedup",
+        "```", "",
+    ] + paragraph(
+        f"It {build}serves a generated site with {servers} and `python3 -m http.server`, sends "
+        "every connection through a proxy that adds a 20 ms round trip and 100 Mbit/s each way "
+        "(`harness/benchlib/shaper.py`), and runs 5 rounds, the servers in turns. It refuses "
+        "fewer than 3 rounds and runs without the simulated network, and marks with ⚠ any time "
+        "shorter than 0.5 s. It takes 4 to 5 minutes, prints one table per test case, and "
+        "writes them to `build/bench-shaped/shaped.md` (every single run in "
+        "`build/bench-shaped/shaped_runs.csv`); `harness/bench_shaped.py --help` lists the "
+        "options it passes on. Hand in, under question 5 of `ANSWERS.md`:") + [
+        "",
+        "1. the two tables of `shaped.md` as they are (for each server: the median sequential and",
+        "   concurrent times in seconds, the speedup with its min–max over the rounds, the errors),",
+        "   and its `Produced by ... Machine: ...` line;",
+        "2. for each test case, which servers gain from the 12 concurrent clients and how much, and",
+        "   why the sequential server's speedup differs between the two cases: where is the time",
+        "   spent waiting?",
+        "3. every cell marked ⚠ or with errors, and what you did about it (a rerun on a quieter",
+        "   machine, or `./lab speedup --rtt-ms 50`, said as such).",
+        "",
+    ]
+
+
+def python_readme(tree: dict[str, "Output"], solution: bool, maxima: dict[str, float]) -> str:
+    """The README of a Python tree (--lang python)."""
+    out = ["# Concurrent HTTP server lab, in Python" + (": solution tree" if solution else ""), ""]
+    if solution:
+        out += [
+            "> **Solution tree, for the instructor: keep it private.** It is the Python handout",
+            "> with every stub filled in with the reference's code and the answered questions'",
+            "> headings; students get it cut with `./lab handout --lang python DIR`.", ""]
+    out += paragraph(
+        "`http_server.py` is the sequential static-file server of the earlier project, run as "
+        "`python3 http_server.py -p 8080`: it serves its working directory over HTTP/1.0, one "
+        "client at a time. You grow it into a server that serves every connection on a thread "
+        "of its own (stage 2) and limits how many connections one client, and all clients "
+        "together, may hold (stage 3, `-maxclient N -maxtotal M`). Standard library only; "
+        "Python 3.8 or newer.") + [""]
+    out += ["| stage | run as | in this repository |", "| --- | --- | --- |",
+            "| 1, sequential | `python3 http_server.py -p 8080 --sequential` | complete: read it first |",
+            "| 2, a thread per connection | `python3 http_server.py -p 8080` | "
+            + ("complete |" if solution else "you write `hand_off()` |"),
+            "| 3, admission control | `python3 http_server.py -p 8080 -maxclient 12 -maxtotal 60` | "
+            + ("complete |" if solution else "you write the limiter and `admit()` |"), ""]
+    todos = todo_list(tree)
+    out += ["## What " + ("students implement" if solution else "you implement"), ""]
+    out += paragraph(
+        "[docs/index.md](docs/index.md) walks through the given server and states what each "
+        "stage must do.") + [""]
+    if todos:
+        out += ["Every place to fill in is marked `TODO(student)`, with a comment saying what the",
+                "code must do; until it is written, the server says `TODO(student): ...` on stderr",
+                "and answers 503:", ""] + todos + [""]
+    out += [
+        "## Run it", "",
+        "<!-- doctest: skip — serves until Ctrl-C -->",
+        "```sh",
+        "./lab run                        # serve www/ on http://localhost:8080/ (Ctrl-C stops it)",
+        "./lab run --sequential           # the same with stage 1",
+        "python3 http_server.py --help    # every option",
+        "```", "",
+        "## Check your work with the grader", "",
+        "`./lab grade` runs the checks your submission will be scored with, against your server:",
+        "",
+        "<!-- doctest: skip — grades for a minute each; the autograder runs the same checks -->",
+        "```sh",
+    ]
+    for _, profile, command in PYTHON_TARGETS:
+        limits = " --maxclient 12 --maxtotal 60" if profile == "limited" else ""
+        out.append(f'./lab grade --profile {profile}{limits} \\\n    --server-cmd "{command}"')
+    out += ["```", ""]
+    points = [f"{maxima[p]:g} on the {p} profile" for p in ("threaded", "limited") if p in maxima]
+    out += paragraph(
+        "These are the visible checks of `harness/rubric.toml`"
+        + (f" ({' and '.join(points)} at most)" if points else "")
+        + ". The grader starts your server for each check with a copy of the sample site as its "
+          "working directory, on a free port, and stops it afterwards; "
+          "`harness/README-grading.md` explains each check and its messages, and the reports "
+          "go to `grade-results/`. The autograder runs the same checks, and may add hidden ones.")
+    out += [
+        "", "## The submission contract", "",
+        "- `http_server.py` stays at the top of the repository and runs with Python 3 and its",
+        "  standard library alone.",
+        "- The grader runs it as `" + PYTHON_TARGETS[0][2] + "` (stage 2) and",
+        "  `" + PYTHON_TARGETS[1][2] + "` (stage 3), with a copy of the",
+        "  document root as its working directory, and connects to `127.0.0.1:{port}`.",
+        "- With limits, a connection over the per-client limit gets `429 Too Many Requests` and one",
+        "  over the total `503 Service Unavailable`, at once, without a thread.",
+        "- `ANSWERS.md` holds your answers to the course's questions.",
+        "- The grader, the rubric and the harness stay as they are: the autograder uses its own copy.",
+        "",
+        "## Submitting", "",
+        "Commit your work and push it to the repository your course gave you (with GitHub",
+        "Classroom, the assignment repository made for you): what is pushed at the deadline is what",
+        "gets graded. Each push runs `" + WORKFLOW + "` on GitHub: one step per",
+        "visible check, each worth the check's points in Classroom's gradebook when the check",
+        "passes whole. If your course collects files instead, hand in a bundle of your history,",
+        "made with `git bundle create submission.bundle HEAD`.",
+        "",
+    ]
+    out += question5("your server (stage 1 with `--sequential`, and threaded)", "")
+    out += [
+        "## Reading", "",
+        "- [docs/index.md](docs/index.md): the lab guide for this track.",
+        "- [ANSWERS.md](ANSWERS.md): the questions to answer.",
+        "- [harness/README-grading.md](harness/README-grading.md): the grader.",
+    ]
+    return "\n".join(out) + "\n"
+
+
 def student_readme(tree: dict[str, "Output"], kept: set[str], solution: bool,
                    maxima: dict[str, float]) -> str:
     """The README of a generated tree: what to implement, the contract, checking, submitting."""
@@ -799,10 +944,14 @@ def student_readme(tree: dict[str, "Output"], kept: set[str], solution: bool,
         "made with `git bundle create submission.bundle HEAD`.",
     ]
     if workflows:
-        out += ["", "Each push also runs " + ", ".join(f"`{w}`" for w in workflows)
-                + " on GitHub, which builds your code and grades it with the visible checks."]
+        out += [""] + paragraph(
+            "Each push also runs " + ", ".join(f"`{w}`" for w in workflows) + " on GitHub"
+            + (f"; `{WORKFLOW}` builds your code and grades it with the visible checks, one "
+               "step per check, each worth the check's points in GitHub Classroom's gradebook "
+               "when the check passes whole." if WORKFLOW in workflows else "."))
+    out += [""] + question5("each stage of this repository", "builds the stages, ")
     out += [
-        "", "## Reading", "",
+        "## Reading", "",
         "- [docs/index.md](docs/index.md): the lab guide, one page per stage, and the design notes",
         "  on the shared core.",
         "- [ANSWERS.md](ANSWERS.md): the questions to answer.",
@@ -836,12 +985,26 @@ def kept_parts(solution: bool, extensions: list[str]) -> set[str]:
     return kept
 
 
-def build_tree(files: dict[str, Source], kept: set[str], solution: bool) -> dict[str, Output]:
+def placed(rel: str, lang: str) -> str | None:
+    """Where reference file @p rel goes in a tree of language @p lang; None: left out."""
+    if lang == "python":
+        if rel.startswith(PYTHON_DIR):
+            return rel[len(PYTHON_DIR):]
+        shared = any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in PYTHON_SHARED)
+        return rel if shared else None
+    return None if rel.startswith(PYTHON_DIR) else rel
+
+
+def build_tree(files: dict[str, Source], kept: set[str], solution: bool,
+               lang: str = "cpp") -> dict[str, Output]:
     """The generated tree, in memory: rel path → Output."""
+    if lang == "python":
+        return build_python_tree(files, kept, solution)
     tree: dict[str, Output] = {}
     for rel, item in files.items():
         part = owner(rel)
-        if left_out(rel) or (part is not None and part.name not in kept) or rel in (README, ANSWERS):
+        if (left_out(rel) or (part is not None and part.name not in kept) or rel in (README, ANSWERS)
+                or placed(rel, lang) is None):
             continue
         if item.symlink:
             tree[rel] = Output(item.data, item.mode, symlink=True, origin="copy")
@@ -872,8 +1035,127 @@ def build_tree(files: dict[str, Source], kept: set[str], solution: bool) -> dict
                 f"harness/handout.py")
         put(CONFTEST, conftest.rstrip("\n") + "\n" + conftest_shim(absent), tree[CONFTEST].mode)
     maxima = profile_maxima(tree[RUBRIC].text or "") if RUBRIC in tree else {}
+    if RUBRIC in tree:
+        targets = [(t.binary, t.profile, t.command) for t in contract.TARGETS]
+        put(WORKFLOW, classroom_workflow(tree[RUBRIC].text or "", targets, "./lab build"))
     put(README, student_readme(tree, kept, solution, maxima))
     return tree
+
+
+def build_python_tree(files: dict[str, Source], kept: set[str],
+                      solution: bool) -> dict[str, Output]:
+    """The Python track's tree: PYTHON_DIR's files at its top, the shared files beside them."""
+    tree: dict[str, Output] = {}
+    for rel, item in files.items():
+        dest = placed(rel, "python")
+        part = owner(rel)
+        if dest is None or left_out(rel) or (part is not None and part.name not in kept):
+            continue
+        if item.symlink:
+            tree[dest] = Output(item.data, item.mode, symlink=True, origin="copy")
+        elif item.parsed is not None:
+            text = render(item.parsed, kept)
+            tree[dest] = Output(text.encode("utf-8"), item.mode, text=text, origin="rendered")
+        else:
+            tree[dest] = Output(item.data, item.mode, text=item.text, origin="copy")
+    for needed in ("http_server.py", "lab", RUBRIC):
+        if needed not in tree:
+            raise GenerationError(f"{PYTHON_DIR}: the Python track needs {needed}")
+
+    def put(rel: str, text: str, mode: int = 0o644) -> None:
+        tree[rel] = Output(text.encode("utf-8"), mode, text=text, origin="generated")
+
+    if ANSWERS in files and files[ANSWERS].text is not None:
+        put(ANSWERS, answers_template(files[ANSWERS].text))
+    rubric = tree[RUBRIC].text or ""
+    if not solution:
+        builtin = check_ids(tree[CHECKS].text or "") if CHECKS in tree else set()
+        rubric, _ = visible_rubric(rubric, builtin)
+        put(RUBRIC, rubric)
+    put(".gitignore", "__pycache__/\n*.pyc\n/build/\n/grade-results/\n")
+    put(WORKFLOW, classroom_workflow(rubric, list(PYTHON_TARGETS), None))
+    put(README, python_readme(tree, solution, profile_maxima(rubric)))
+    return tree
+
+
+def yaml_quoted(text: str) -> str:
+    """@p text as a single-quoted YAML scalar."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def classroom_workflow(rubric_text: str, targets: list[tuple[str, str, str]],
+                       build: str | None) -> str:
+    """The GitHub Classroom workflow: one autograding-command-grader step per visible check of
+    each graded program, worth the check's points, and the reporter that sends them to
+    Classroom's gradebook. A step earns its points when its check passes whole."""
+    checks = tomllib.loads(rubric_text).get("checks", {})
+    steps, runners = [], []
+    for name, profile, command in targets:
+        short = re.sub(r"[^a-z0-9]+", "-", name.split()[0].lower()).strip("-")
+        if "(" in name:
+            short += "-" + re.sub(r"[^a-z0-9]+", "-", name.split("(", 1)[1].lower()).strip("-")
+        limits = " --maxclient 12 --maxtotal 60" if profile == "limited" else ""
+        for cid, entry in checks.items():
+            if profile not in entry.get("profiles", []) or entry.get(
+                    "visibility", "visible") != "visible" or not entry.get("points"):
+                continue
+            step_id = f"{short}-{cid}".replace("_", "-")
+            points = entry["points"]
+            run = (f"./lab grade --profile {profile}{limits} --checks {cid} --fail-under "
+                   f"{points:g} --out grade-results/{step_id} --server-cmd \"{command}\"")
+            minutes = max(2, int(entry.get("timeout", 60) * 3 // 60) + 1)
+            steps += [
+                f"      - name: {yaml_quoted(f'{name}: {cid}')}",
+                f"        id: {step_id}",
+                "        uses: classroom-resources/autograding-command-grader@v1",
+                "        with:",
+                f"          test-name: {yaml_quoted(f'{name}: {cid}')}",
+                "          setup-command: ''",
+                f"          command: {yaml_quoted(run)}",
+                f"          timeout: {minutes}",
+                f"          max-score: {points:g}",
+            ]
+            runners.append(step_id)
+    if not runners:
+        raise GenerationError(f"{RUBRIC}:1: no visible check with points for the workflow")
+    out = [
+        "# GitHub Classroom: every push grades the submission with the visible checks of",
+        "# harness/rubric.toml, one step per check, and reports each check's points to Classroom's",
+        "# gradebook (Classroom's autograding actions). A step earns its check's points only when",
+        "# the check passes whole. The same commands run locally: see the README.",
+        "# Written by ./lab handout; the reports of every step are kept as \"grade-results\".",
+        "name: Autograding Tests",
+        "on: [push, workflow_dispatch, repository_dispatch]",
+        "permissions:",
+        "  checks: write",
+        "  actions: read",
+        "  contents: read",
+        "jobs:",
+        "  run-autograding-tests:",
+        "    runs-on: ubuntu-24.04",
+        "    timeout-minutes: 30",
+        "    if: github.actor != 'github-classroom[bot]'",
+        "    steps:",
+        "      - name: Checkout code",
+        "        uses: actions/checkout@v4",
+    ]
+    if build:
+        out += ["      - name: Build (installs the packages it needs with sudo)",
+                f"        run: {build}"]
+    out += steps
+    out += ["      - name: Autograding Reporter",
+            "        uses: classroom-resources/autograding-grading-reporter@v1",
+            "        env:"]
+    out += [f"          {r.upper()}_RESULTS: \"${{{{steps.{r}.outputs.result}}}}\"" for r in runners]
+    out += ["        with:",
+            f"          runners: {','.join(runners)}",
+            "      - name: Keep the reports",
+            "        if: ${{ !cancelled() }}",
+            "        uses: actions/upload-artifact@v4",
+            "        with:",
+            "          name: grade-results",
+            "          path: grade-results/"]
+    return "\n".join(out) + "\n"
 
 
 def normalized(line: str) -> str:
@@ -888,31 +1170,107 @@ def distinctive(line: str) -> bool:
             and not text.startswith(("//", "#", "/*", "*", "<!--")))
 
 
-def find_leaks(files: dict[str, Source], kept: set[str], tree: dict[str, Output]) -> list[str]:
+#: An identifier long enough to be the solution's own (``reclaimable``, ``try_acquire``).
+IDENTIFIER = re.compile(r"(?<![\w.])[A-Za-z_]\w{5,}(?!\w)")
+#: A call or member access chain with its arguments: ``std::move(admission.slot)``.
+EXPRESSION = re.compile(r"(?<![\w.>:])(?:[A-Za-z_]\w*(?:::|\.|->))*[A-Za-z_]\w*\([^()\n]*\)")
+
+
+def fragments(line: str) -> set[str]:
+    """The pieces of a code line that can leak on their own: its long identifiers, and its
+    calls with their arguments that are long enough to be distinctive, whitespace normalised."""
+    code = re.split(r"\s(?://|#)\s", " " + line, maxsplit=1)[0]  # not its trailing comment
+    found = {m.group(0) for m in IDENTIFIER.finditer(code)}
+    found |= {normalized(m.group(0)) for m in EXPRESSION.finditer(code)
+              if len(normalized(m.group(0))) >= 14}
+    return found
+
+
+def find_leaks(files: dict[str, Source], kept: set[str], tree: dict[str, Output],
+               lang: str = "cpp") -> list[str]:
     """Where the text of a replaced block shows up in @p tree.
 
     A line of a replaced block is secret when it is distinctive and the tree has no other
     reason to hold it: it is not among the plain lines of a code file the tree ships, nor in
     a stub the tree ships, nor in a kept block. Plain lines of Markdown files do not count: a
     guide that quotes the solution outside a block is exactly the leak to catch.
+
+    Fragments count too: a long identifier, or a call with its arguments, of the code of an
+    exercise's replaced block (a part of kind SOLUTION) that appears nowhere in the code the
+    tree ships must not appear anywhere in it, a guide quoting ``std::move(admission.slot)``
+    in a sentence included.
     """
     given: set[str] = set()
+    given_code: list[str] = []
     replaced: list[Block] = []
+    replaced_here: list[Block] = []  #: of the files this tree ships (fragments are per tree)
     for item in files.values():
         if item.parsed is None:
             continue
-        shipped = item.rel in tree
+        shipped = placed(item.rel, lang) in tree
+        code = item.parsed.syntax is not HTML
         for segment in item.parsed.segments:
             if isinstance(segment, str):
-                if shipped and item.parsed.syntax is not HTML:
+                if shipped and code:
                     given.add(normalized(segment))
+                    given_code.append(segment)
                 continue
             if shipped:
                 given.update(normalized(line) for line in segment.stub or [])
+                if code:
+                    given_code.extend(segment.stub or [])
             if segment.part in kept:
                 given.update(normalized(line) for _, line in segment.solution)
+                if code:
+                    given_code.extend(line for _, line in segment.solution)
             else:
                 replaced.append(segment)
+                if shipped:
+                    replaced_here.append(segment)
+    leaks = line_leaks(replaced, given, tree)
+    return leaks + fragment_leaks(files, replaced_here, given_code, tree, leaks)
+
+
+def fragment_leaks(files: dict[str, Source], replaced: list[Block], given_code: list[str],
+                   tree: dict[str, Output], already: list[str]) -> list[str]:
+    """The fragment half of find_leaks()."""
+    shipped_code = normalized(" \n ".join(given_code))
+    shipped_words = set(IDENTIFIER.findall(shipped_code))
+    secret: dict[str, Block] = {}
+    for block in replaced:
+        if PARTS[block.part].kind != SOLUTION or files[block.path].parsed.syntax is HTML:
+            continue
+        for _, line in block.solution:
+            if not distinctive(line):
+                continue
+            for piece in fragments(line):
+                known = (piece in shipped_words if IDENTIFIER.fullmatch(piece)
+                         else piece in shipped_code)
+                if not known:
+                    secret.setdefault(piece, block)
+    if not secret:
+        return []
+    seen = {leak.split(": solution text", 1)[0] for leak in already}
+    pattern = re.compile("|".join(
+        rf"(?<![\w.]){re.escape(p)}(?!\w)" for p in sorted(secret, key=len, reverse=True)))
+    leaks = []
+    for rel in sorted(tree):
+        out = tree[rel]
+        if out.text is None:
+            continue
+        for number, line in enumerate(out.text.split("\n"), 1):
+            if f"{rel}:{number}" in seen:
+                continue
+            hit = pattern.search(normalized(line))
+            if hit:
+                block = secret[hit.group(0)]
+                leaks.append(f"{rel}:{number}: solution fragment of block {block.name} "
+                             f"({block.path}) appears in the generated tree: {hit.group(0)!r}")
+    return leaks
+
+
+def line_leaks(replaced: list[Block], given: set[str], tree: dict[str, Output]) -> list[str]:
+    """The whole-line half of find_leaks()."""
     secret: dict[str, tuple[Block, int]] = {}
     for block in replaced:
         for number, line in block.solution:
@@ -1066,12 +1424,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              + "); repeatable; extensions are left out by default")
     parser.add_argument("--check", action="store_true",
                         help="only check the markers of the reference and list its blocks")
+    parser.add_argument("--lang", choices=("cpp", "python"), default="cpp",
+                        help="the track: cpp (default) the C++ stages; python the Python "
+                             "starter (http_server.py, the sequential server given, the "
+                             "thread and the limits to write), graded with the same checks")
     parser.add_argument("--no-git", action="store_true", help="do not make DIR a git repository")
     parser.add_argument("--source", type=Path, default=REPO, metavar="DIR",
                         help="the reference to cut from (default: this kit)")
     args = parser.parse_args(argv)
     if not args.check and args.dest is None:
         parser.error("DIR is required (or --check)")
+    if args.lang == "python" and args.extensions:
+        parser.error("--with adds parts of the C++ track; the Python track has none")
     return args
 
 
@@ -1095,8 +1459,8 @@ def main(argv: list[str] | None = None) -> int:
     kept = kept_parts(args.solution, args.extensions)
     try:
         check_destination(args.dest, source)
-        tree = build_tree(files, kept, args.solution)
-        leaks = find_leaks(files, kept, tree)
+        tree = build_tree(files, kept, args.solution, args.lang)
+        leaks = find_leaks(files, kept, tree, args.lang)
         if leaks:
             for leak in leaks:
                 print(leak, file=sys.stderr)
@@ -1107,11 +1471,14 @@ def main(argv: list[str] | None = None) -> int:
         args.dest.mkdir(parents=True, exist_ok=True)
         write_tree(args.dest, tree)
         kind = "solution tree" if args.solution else "student handout"
+        if args.lang == "python":
+            kind = "Python " + kind
         commit = ""
         if not args.no_git:
             commit = git_commit(args.dest, (
                 f"Concurrent HTTP server lab: {kind}\n\n"
                 f"Cut with ./lab handout{' --solution' if args.solution else ''}"
+                + (" --lang python" if args.lang == "python" else "")
                 + "".join(f" --with {name}" for name in args.extensions)
                 + f" from the reference at {reference_version(source)}.\n"
                 f"Parts: {describe(kept, args.solution)}.\n"))

@@ -1,0 +1,204 @@
+"""Shared pieces of the student-side tests (test_student_cpp.py, test_student_python.py): they
+generate a handout with ./lab handout and run in it what its own pages say, as a student
+would, with the handout's own ./lab and scripts, never the kit's."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from conftest import HARNESS_DIR
+
+GENERATOR = HARNESS_DIR / "handout.py"
+PYTHON = "/usr/bin/python3"
+#: A stubbed handout may score at most this on a profile: stubs must not pass.
+HANDOUT_MAX_SCORE = 40
+
+
+def student_env() -> dict[str, str]:
+    """The environment a student's shell would have: none of the kit's test settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("LAB_", "PYTEST"))}
+
+
+def generate(dest: Path, *args: str) -> Path:
+    """Cuts a handout into @p dest with the kit's generator (the instructor's step)."""
+    proc = subprocess.run([PYTHON, str(GENERATOR), *args, str(dest)], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"./lab handout {' '.join(args)} failed:\n{proc.stderr}"
+    assert "note:" not in proc.stderr, proc.stderr
+    return dest
+
+
+def sh(command: str, cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """Runs @p command with bash in @p cwd, as a student types it."""
+    return subprocess.run(["bash", "-c", command], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL,
+                          env={**student_env(), **env}, start_new_session=True)
+
+
+def shell_blocks(markdown: str) -> list[str]:
+    """The commands of the ```sh blocks of @p markdown: continuation lines joined, trailing
+    comments dropped."""
+    commands, block = [], None
+    for line in markdown.split("\n"):
+        if block is None:
+            if re.match(r"^\s*```(sh|bash|shell)\s*$", line):
+                block = []
+            continue
+        if re.match(r"^\s*```\s*$", line):
+            text = "\n".join(block).replace("\\\n", " ")
+            for command in text.split("\n"):
+                command = re.sub(r"\s{2,}#.*$", "", command).strip()
+                if command and not command.startswith("#"):
+                    commands.append(re.sub(r"\s+", " ", command))
+            block = None
+            continue
+        block.append(line)
+    return commands
+
+
+def markdown_files(tree: Path) -> list[Path]:
+    return sorted(p for p in tree.rglob("*.md") if ".git" not in p.relative_to(tree).parts)
+
+
+def dead_links(tree: Path) -> list[str]:
+    """Relative links of the tree's Markdown (outside code) whose target it does not hold."""
+    dead = []
+    for page in markdown_files(tree):
+        fence = False
+        for number, line in enumerate(page.read_text().split("\n"), 1):
+            if re.match(r"^\s{0,3}(```|~~~)", line):
+                fence = not fence
+                continue
+            if fence:
+                continue
+            for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"`[^`]*`", "", line)):
+                if re.match(r"^([a-z]+:|#)", target):
+                    continue
+                path = (page.parent / target.split("#")[0]).resolve()
+                if not path.exists() or tree.resolve() not in [path, *path.parents]:
+                    dead.append(f"{page.relative_to(tree)}:{number}: {target}")
+    return dead
+
+
+def named_scripts(tree: Path) -> list[str]:
+    """Every Python script of the tree that its pages name (harness/x.py, docs/tools/y.py): a
+    file with a #! line or a __main__ guard (a test module or a check file is no script)."""
+    named = set()
+    for page in markdown_files(tree):
+        for rel in re.findall(r"(?<![\w/.])((?:harness|docs/tools)/[\w/-]+\.py)\b", page.read_text()):
+            path = tree / rel
+            if path.is_file():
+                text = path.read_text()
+                if text.startswith("#!") or re.search(r"^if __name__ == .__main__.:", text, re.M):
+                    named.add(rel)
+    return sorted(named)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(port: int, path: str = "/index.html", timeout: float = 10) -> str:
+    """The status line of GET @p path on 127.0.0.1:@p port."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+        data = b""
+        while b"\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.split(b"\r\n", 1)[0].decode("latin-1")
+
+
+def serve_and_get(command: str, cwd: Path, startup: float = 300) -> tuple[str, str]:
+    """Starts a serving command (./lab run ...) on a free port, GETs /index.html once it
+    listens, stops it (its whole session). Returns (status line, its stderr)."""
+    port = free_port()
+    errors = tempfile.TemporaryFile()
+    proc = subprocess.Popen(["bash", "-c", command], cwd=cwd, env={**student_env(), "PORT": str(port)},
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                            start_new_session=True)
+
+    def stderr() -> str:
+        errors.seek(0)
+        return errors.read().decode("utf-8", "replace")
+
+    try:
+        deadline = time.monotonic() + startup
+        while True:
+            assert proc.poll() is None, f"{command} exited {proc.returncode}: {stderr()[-2000:]}"
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, f"{command} never listened on {port}"
+                time.sleep(0.2)
+        status = get(port)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    return status, stderr()
+
+
+def grade(command: str, tree: Path, out: Path) -> dict:
+    """Runs one of the README's ./lab grade commands, its reports sent to @p out."""
+    proc = sh(f"{command} --out {out}", tree, timeout=900)
+    assert proc.returncode == 0, f"{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return json.loads((out / "results.json").read_text()) | {"summary": proc.stdout}
+
+
+def passed_points(results: dict) -> float:
+    """Points of the checks that passed whole (what a Classroom step per check earns)."""
+    return sum(t["max_score"] for t in results["tests"] if t["score"] == t["max_score"])
+
+
+def run_workflow(tree: Path, yaml) -> tuple[float, float, list[str]]:
+    """Runs the tree's Classroom workflow as GitHub would, step by step, in @p tree: `run`
+    steps with bash, Classroom's command-grader steps by their command (red when it exits
+    non-zero). Returns (points earned, points available, names of the red steps)."""
+    workflow = yaml.safe_load((tree / ".github/workflows/classroom.yml").read_text())
+    (job,) = workflow["jobs"].values()
+    earned = available = 0.0
+    red, graders = [], []
+    for step in job["steps"]:
+        uses = step.get("uses", "")
+        if "run" in step:
+            proc = sh(step["run"], tree, timeout=job.get("timeout-minutes", 30) * 60)
+            assert proc.returncode == 0, f"step {step.get('name')}: {proc.stderr[-3000:]}"
+        elif uses.startswith("classroom-resources/autograding-command-grader@"):
+            given = step["with"]
+            graders.append(step["id"])
+            available += given["max-score"]
+            proc = sh(given["command"], tree, timeout=given["timeout"] * 60)
+            if proc.returncode == 0:
+                earned += given["max-score"]
+            else:
+                red.append(step["name"])
+        elif uses.startswith("classroom-resources/autograding-grading-reporter@"):
+            runners = step["with"]["runners"].split(",")
+            assert runners == graders, "the reporter does not report every graded step"
+            for runner in runners:
+                assert step["env"][f"{runner.upper()}_RESULTS"] == \
+                    f"${{{{steps.{runner}.outputs.result}}}}"
+        else:
+            assert uses.startswith(("actions/checkout@", "actions/upload-artifact@")), uses
+    assert graders, "no graded step in the workflow"
+    return earned, available, red

@@ -1,0 +1,176 @@
+"""The Python handout (./lab handout --lang python) tested from the student's side.
+
+The kit cuts the Python starter (stubs) and its solution tree, then, inside each, runs what the
+handout's own README lists with its own ./lab: ./lab run (the stub answers 503 and says which
+TODO, the solution 200; --sequential serves in both), the server's --help, each ./lab grade
+command (stubs at most 40 per profile, the solution full marks on both profiles: the round
+trip of the reference solution in python/), the scripts its pages name (--help), its Classroom
+workflow step by step (solution green with every point, stubs red with the points of the
+checks they pass), and question 5's command, shortened, in the solution tree. Every relative
+link of each tree's Markdown resolves, and the tree holds nothing of the C++ track.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import studentside as ss
+
+#: The README's commands this test knows how to run; a new one fails the test until it does.
+KNOWN = re.compile(r"^(\./lab (run|grade|speedup)\b|python3 http_server\.py --help$)")
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("student-python")
+    return {"stubs": ss.generate(base / "handout", "--lang", "python"),
+            "solution": ss.generate(base / "solution", "--lang", "python", "--solution")}
+
+
+@pytest.fixture(scope="module")
+def readme_grades(trees, tmp_path_factory) -> dict[str, dict[str, dict]]:
+    graded: dict[str, dict[str, dict]] = {}
+    for name, tree in trees.items():
+        commands = [c for c in ss.shell_blocks((tree / "README.md").read_text())
+                    if c.startswith("./lab grade ")]
+        assert len(commands) == 2, commands
+        for command in commands:
+            profile = re.search(r"--profile (\w+)", command)[1]
+            out = tmp_path_factory.mktemp(f"grade-{name}-{profile}")
+            graded.setdefault(name, {})[profile] = ss.grade(command, tree, out)
+    return graded
+
+
+def test_tree_holds_the_python_track_only(trees):
+    for name, tree in trees.items():
+        files = {p.relative_to(tree).as_posix() for p in tree.rglob("*")
+                 if p.is_file() and ".git" not in p.relative_to(tree).parts}
+        assert {"http_server.py", "lab", "README.md", "ANSWERS.md", "docs/index.md",
+                "harness/grade.py", "harness/rubric.toml", "harness/bench_shaped.py",
+                ".github/workflows/classroom.yml", "www/index.html"} <= files, name
+        assert not [f for f in files if f.endswith((".cpp", ".hpp", "CMakeLists.txt"))
+                    or f.startswith(("stage", "common/", "python/"))], name
+        server = (tree / "http_server.py").read_text()
+        assert "SOLUTION" not in server and "import" in server
+    stub = (trees["stubs"] / "http_server.py").read_text()
+    assert "TODO(student)" in stub and "threading.Thread(target=run" not in stub
+    assert "TODO(student)" not in (trees["solution"] / "http_server.py").read_text()
+
+
+def test_readme_lists_only_commands_this_test_runs(trees):
+    for tree in trees.values():
+        commands = ss.shell_blocks((tree / "README.md").read_text())
+        unknown = [c for c in commands if not KNOWN.match(c)]
+        assert not unknown, f"README commands no student-side test runs: {unknown}"
+
+
+def test_grade_scores_both_profiles(readme_grades):
+    for profile, full in (("threaded", 70), ("limited", 100)):
+        stubs, solution = readme_grades["stubs"][profile], readme_grades["solution"][profile]
+        assert stubs["max_score"] == solution["max_score"] == full
+        assert stubs["score"] <= ss.HANDOUT_MAX_SCORE, stubs["summary"]
+        assert solution["score"] == full, solution["summary"]
+
+
+def test_lab_run(trees):
+    status, stderr = ss.serve_and_get("./lab run", trees["stubs"])
+    assert " 503 " in status + " " and "TODO(student)" in stderr, (status, stderr[-2000:])
+    for tree in trees.values():
+        status, _ = ss.serve_and_get("./lab run --sequential", tree)
+        assert " 200 " in status + " ", status
+    status, _ = ss.serve_and_get("./lab run", trees["solution"])
+    assert " 200 " in status + " ", status
+
+
+def test_help_of_every_command_and_script(trees):
+    for name, tree in trees.items():
+        for command in ("./lab help", "./lab grade --help", "./lab speedup --help",
+                        "python3 http_server.py --help"):
+            proc = ss.sh(command, tree, timeout=120)
+            assert proc.returncode == 0 and "usage" in proc.stdout.lower(), (name, command, proc.stderr)
+        assert "-maxclient" in ss.sh("python3 http_server.py --help", tree).stdout
+        for script in ss.named_scripts(tree):
+            proc = ss.sh(f"{ss.PYTHON} {script} --help", tree, timeout=60)
+            assert proc.returncode == 0, (name, script, proc.stderr[-2000:])
+        bad = ss.sh("python3 http_server.py -p 0 -maxclient 3", tree, timeout=30)
+        assert bad.returncode == 2 and "go together" in bad.stderr
+
+
+def test_links_resolve(trees):
+    for tree in trees.values():
+        assert not ss.dead_links(tree), ss.dead_links(tree)
+
+
+def test_classroom_workflow(trees, readme_grades):
+    yaml = pytest.importorskip("yaml")  # python3-yaml: ./lab setup of the kit installs it
+    earned, available, red = ss.run_workflow(trees["solution"], yaml)
+    assert available == 170 and earned == 170 and not red, red
+    earned, available, red = ss.run_workflow(trees["stubs"], yaml)
+    expected = sum(ss.passed_points(r) for r in readme_grades["stubs"].values())
+    assert red and earned == expected <= 2 * ss.HANDOUT_MAX_SCORE, (earned, expected, red)
+
+
+def test_speedup_in_the_solution_tree(trees):
+    """Question 5's command, shortened (3 rounds, 5 ms round trip, 1 Gbit/s), so short that
+    its runs are flagged as noise: the student's server
+    sequential and threaded, and python -m http.server, both test cases, no errors."""
+    proc = ss.sh("./lab speedup --reps 3 --rtt-ms 5 --mbit 1000 --out build/q5", trees["solution"],
+                 timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (trees["solution"] / "build/q5/shaped.md").read_text()
+    assert "⚠" in table and "lasted less than 0.5 s" in table, table
+    for server in ("sequential", "threaded", "python"):
+        rows = re.findall(rf"^\| {server} \| (.*) \| (\d+) \|$", table, re.M)
+        assert len(rows) == 2 and all(errors == "0" for _, errors in rows), (server, table)
+
+
+def test_server_answers(trees, tmp_path):
+    """The solution's server over a root with a symbolic link out of it, a FIFO and an
+    unreadable directory: each request gets the status the kit's servers give."""
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("hi\n")
+    (tmp_path / "secret.txt").write_text("secret\n")
+    (root / "link.txt").symlink_to("../secret.txt")
+    os.mkfifo(root / "fifo")
+    (root / "sub" / "index.html").write_text("<p>sub</p>\n")
+    port = ss.free_port()
+    server = subprocess.Popen(["python3", str(trees["solution"] / "http_server.py"), "-p", str(port),
+                               "-q"], cwd=root, env=ss.student_env(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                ss.get(port, "/a.txt")
+                break
+            except OSError:
+                time.sleep(0.05)
+        cases = {"GET /a.txt HTTP/1.0": "200", "HEAD /a.txt HTTP/1.0": "200",
+                 "POST /a.txt HTTP/1.0": "501", "GET /../secret.txt HTTP/1.0": "400",
+                 "GET /%2e%2e/secret.txt HTTP/1.0": "400", "GET /link.txt HTTP/1.0": "404",
+                 "GET /fifo HTTP/1.0": "403", "GET /nope HTTP/1.0": "404", "BAD": "400",
+                 "GET /%00 HTTP/1.0": "400", "GET /sub/ HTTP/1.0": "200",
+                 "GET /sub/../a.txt HTTP/1.0": "200", "GET a.txt HTTP/1.0": "400"}
+        for request, status in cases.items():
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                conn.sendall(request.encode() + b"\r\n\r\n")
+                reply = b""
+                while chunk := conn.recv(4096):
+                    reply += chunk
+            line = reply.split(b"\r\n", 1)[0].decode()
+            assert line.split(" ")[1:2] == [status], (request, line)
+            assert b"secret" not in reply, request
+            if request.startswith("GET /a.txt"):
+                assert b"Content-Type: text/plain" in reply and reply.endswith(b"\r\n\r\nhi\n")
+            if request.startswith("HEAD"):
+                assert reply.endswith(b"\r\n\r\n") and b"Content-Length: 3" in reply
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
