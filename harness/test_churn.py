@@ -29,10 +29,11 @@ import time
 
 import pytest
 
-from conftest import STAGE3, connect, parse_response, read_to_eof
+from conftest import STAGE3, binary, connect, parse_response, read_to_eof
 from test_security import (
     NPROC_UIDS,
     as_throwaway_user,
+    is_sanitized,
     runnable_by_anyone,
     world_readable_site,
 )
@@ -164,9 +165,10 @@ def test_threads_stay_bounded_under_churn(reclaim, site, servers):
     assert sampler.samples >= 1000, f"only {sampler.samples} samples of the thread count"
     assert churning.connections() >= 1000, (
         f"only {churning.connections()} connections: the churn did not churn")
-    assert sampler.peak <= MAX_TOTAL + EXTRA_THREADS, (
-        f"{sampler.peak} threads under churn with -maxtotal {MAX_TOTAL} "
-        f"(at most {MAX_TOTAL + EXTRA_THREADS})")
+    # A sanitizer's runtime runs a thread of its own (TSan's background thread).
+    bound = MAX_TOTAL + EXTRA_THREADS + (1 if is_sanitized(binary(STAGE3)) else 0)
+    assert sampler.peak <= bound, (
+        f"{sampler.peak} threads under churn with -maxtotal {MAX_TOTAL} (at most {bound})")
 
 
 def ask_until(port: int, source_ip: str, stop: threading.Event, replies: list) -> None:
