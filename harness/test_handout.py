@@ -42,9 +42,10 @@ KNOWN_SOLUTION_LINES = [
 
 
 def skip_under_sanitizers():
-    """Tests that build trees of their own, with the default preset, whatever build is under
-    test (test_student_cpp.py, test_autograde.py): run them with the plain build, not again
-    under each sanitizer preset."""
+    """Tests whose outcome does not depend on the build under test, because they build trees
+    of their own with the default preset (test_student_cpp.py, test_autograde.py) or run no
+    C++ at all (test_student_python.py): run them with the plain build, not again under each
+    sanitizer preset."""
     bin_dir = os.environ.get("LAB_BIN_DIR")
     cache = Path(bin_dir).parent / "CMakeCache.txt" if bin_dir else None
     if cache is not None and cache.is_file():
