@@ -77,26 +77,25 @@ def oldest_python() -> str:
 GRADER_PYTHON = os.environ.get("GRADER_PYTHON") or oldest_python()
 
 
-@pytest.fixture(scope="session")
-def tomli_for_the_grader(tmp_path_factory) -> str | None:
-    """A PYTHONPATH entry holding only Debian's tomli (pure Python, 3.7+), when GRADER_PYTHON
-    has neither tomllib nor tomli: a pyenv build does not see Debian's packages, and stands in
-    for Gradescope's Python < 3.11, where setup.sh installs tomli. None when not needed."""
+@pytest.fixture(scope="session", autouse=True)
+def grader_reads_toml(tmp_path_factory):
+    """Every grader run can read the TOML rubric, as after setup.sh on Gradescope: when
+    GRADER_PYTHON has neither tomllib nor tomli (a pyenv build sees no Debian package; it stands
+    in for Gradescope's Python < 3.11), PYTHONPATH gets a folder holding only Debian's tomli
+    (pure Python, 3.7+). Session-wide, so module fixtures that run the grader see it too
+    (test_autograde.py imports this fixture)."""
     probe = "try:\n import tomllib\nexcept ImportError:\n import tomli\n"
     if subprocess.run([GRADER_PYTHON, "-c", probe], capture_output=True, timeout=30).returncode == 0:
-        return None
+        yield
+        return
     import tomli  # python3-tomli, for Debian's python3 running these tests
     path = tmp_path_factory.mktemp("tomli-only")
     (path / "tomli").symlink_to(Path(tomli.__file__).parent, target_is_directory=True)
-    return str(path)
-
-
-@pytest.fixture(autouse=True)
-def grader_reads_toml(monkeypatch, tomli_for_the_grader):
-    """Every grader run below can read the TOML rubric, as after setup.sh on Gradescope."""
-    if tomli_for_the_grader:
+    with pytest.MonkeyPatch.context() as patch:
         old = os.environ.get("PYTHONPATH")
-        monkeypatch.setenv("PYTHONPATH", tomli_for_the_grader + (os.pathsep + old if old else ""))
+        patch.setenv("PYTHONPATH", str(path) + (os.pathsep + old if old else ""))
+        yield
+
 
 CHECKS = {
     "sequential": {"index_html", "content_types", "not_found", "head", "traversal",
