@@ -138,12 +138,14 @@ PARTS: dict[str, Part] = {part.name: part for part in (
              "`stage3_limited/test/reclaim_test.cpp` and `harness/test_reclaim.py` check it, and "
              "[docs/stage3.md](docs/stage3.md) describes it.")),
     Part("instructor", INSTRUCTOR,
-         "the handout generator, the batch and Gradescope grading (autograde.py), their tests "
+         "the handout generator, the batch and Gradescope grading (autograde.py), the "
+         "similarity ranking (similarity.py), their tests "
          "and the instructor's page",
          paths=("harness/handout.py", "harness/test_handout.py", "docs/instructor.md",
                 "harness/studentside.py", "harness/test_student_cpp.py",
                 "harness/test_student_python.py",
-                "harness/autograde.py", "harness/grader/submission.py", "harness/test_autograde.py")),
+                "harness/autograde.py", "harness/grader/submission.py", "harness/test_autograde.py",
+                "harness/similarity.py", "harness/test_similarity.py")),
 )}
 
 #: Left out of every generated tree: the reference's benchmark figures answer question 5.

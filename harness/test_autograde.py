@@ -36,6 +36,7 @@ import pytest
 
 from conftest import HARNESS_DIR
 from test_grader import GRADER_PYTHON, no_process_mentions, sigterm_once_started
+from test_grader import grader_reads_toml  # noqa: F401 (autouse: tomli for an old GRADER_PYTHON)
 from test_handout import skip_under_sanitizers
 
 REPO_DIR = HARNESS_DIR.parent

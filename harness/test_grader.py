@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -76,6 +75,27 @@ def oldest_python() -> str:
 
 #: The interpreter the grader runs under in these tests.
 GRADER_PYTHON = os.environ.get("GRADER_PYTHON") or oldest_python()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def grader_reads_toml(tmp_path_factory):
+    """Every grader run can read the TOML rubric, as after setup.sh on Gradescope: when
+    GRADER_PYTHON has neither tomllib nor tomli (a pyenv build sees no Debian package; it stands
+    in for Gradescope's Python < 3.11), PYTHONPATH gets a folder holding only Debian's tomli
+    (pure Python, 3.7+). Session-wide, so module fixtures that run the grader see it too
+    (test_autograde.py imports this fixture)."""
+    probe = "try:\n import tomllib\nexcept ImportError:\n import tomli\n"
+    if subprocess.run([GRADER_PYTHON, "-c", probe], capture_output=True, timeout=30).returncode == 0:
+        yield
+        return
+    import tomli  # python3-tomli, for Debian's python3 running these tests
+    path = tmp_path_factory.mktemp("tomli-only")
+    (path / "tomli").symlink_to(Path(tomli.__file__).parent, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as patch:
+        old = os.environ.get("PYTHONPATH")
+        patch.setenv("PYTHONPATH", str(path) + (os.pathsep + old if old else ""))
+        yield
+
 
 CHECKS = {
     "sequential": {"index_html", "content_types", "not_found", "head", "traversal",
@@ -607,44 +627,46 @@ def run_as_user(tmp_path: Path, shared: Path, uid: int, token: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The rubric's TOML reader (the grader cannot use tomllib: Python 3.11+)
+# The rubric's TOML: tomllib (3.11+) else tomli, never a reader of our own
 # --------------------------------------------------------------------------------------------
 
-TOML_SAMPLES = [
-    (HARNESS_DIR / "rubric.toml").read_text(),
-    '[checks."quoted id"]\npoints = 2.5 # comment\nprofiles = [\n  "limited", # one\n  "threaded",\n]\n',
-    "[a]\nx = -3\ny = 1_000\nz = 6.02e23\nt = true\nf = false\ns = 'lit\\\\eral'\n"
-    'e = "tab\\tquote\\" \\u00e9 \\U0001F600"\nempty = []\n\n# only a comment\n[a.b]\nk = "v"\n',
-]
+RUBRIC = HARNESS_DIR / "rubric.toml"
 
 
-@pytest.mark.parametrize("text", TOML_SAMPLES, ids=["rubric", "quoted-multiline-array", "values"])
-def test_minitoml_reads_what_tomllib_reads(text):
-    tomllib = pytest.importorskip("tomllib")
-    from grader import minitoml
-    assert minitoml.loads(text) == tomllib.loads(text)
+def without_modules(*names: str) -> str:
+    """Python code that makes `import NAME` fail for each of @p names, as on a bare install."""
+    return "import sys\n" + "".join(f"sys.modules[{name!r}] = None\n" for name in names)
 
 
-@pytest.mark.parametrize("text, says", [
-    ("[a]\nx = {y = 1}\n", "line 2: inline tables"),
-    ("[[a]]\n", "arrays of tables"),
-    ('x = """a"""\n', "multi-line strings"),
-    ("a.b = 1\n", "dotted keys"),
-    ("x = 1979-05-27\n", "unsupported value"),
-    ("x = 1\nx = 2\n", "line 2: key 'x' defined twice"),
-    ("[a]\n[a]\n", "table [a] defined twice"),
-    ('x = "open\n', "unterminated string"),
-    ("x = [1, 2\n", "unterminated array"),
-    ("x = 1 2\n", "unexpected '2'"),
-    ('x = "\\q"\n', "unknown escape"),
-    ("= 1\n", "expected a key"),
-], ids=lambda v: v if isinstance(v, str) and v.isidentifier() else None)
-def test_minitoml_rejects_what_it_does_not_support(text, says):
-    from grader import minitoml
-    with pytest.raises(minitoml.TomlError, match=re.escape(says)):
-        minitoml.loads(text)
-    tomllib = pytest.importorskip("tomllib")
-    try:  # and it never accepts what TOML itself rejects
-        tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        pass
+def test_rubric_loads_through_tomllib_or_tomli(monkeypatch):
+    from grader import rubric
+    import tomli  # python3-tomli: ./lab setup installs it with the grading packages
+    expected = tomli.loads(RUBRIC.read_text())["checks"]
+    assert rubric.load(RUBRIC) == expected
+    assert "per_client_limit" in expected
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # as on Python 3.8-3.10
+    assert rubric.load(RUBRIC) == expected
+    bad = RUBRIC.parent / "no-such-dir" / "x.toml"
+    with pytest.raises(rubric.RubricError, match="cannot read rubric"):
+        rubric.load(bad)
+
+
+def test_rubric_without_a_toml_library_is_a_clear_usage_error(tmp_path):
+    """Neither tomllib nor tomli: the grader says what to install and exits 2; a JSON rubric
+    still works there."""
+    script = (without_modules("tomllib", "tomli")
+              + f"import runpy\nsys.argv = [{str(GRADE)!r}] + sys.argv[1:]\n"
+              + f"runpy.run_path({str(GRADE)!r}, run_name='__main__')\n")
+    args = ["--server-cmd", "x {port}", "--profile", "limited", "--list"]
+    proc = subprocess.run([GRADER_PYTHON, "-c", script, *args, "--rubric", str(RUBRIC)],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert proc.returncode == 2, proc
+    assert "python3-tomli" in proc.stderr and "pip install tomli" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    import tomli
+    as_json = tmp_path / "rubric.json"
+    as_json.write_text(json.dumps(tomli.loads(RUBRIC.read_text())))
+    proc = subprocess.run([GRADER_PYTHON, "-c", script, *args, "--rubric", str(as_json)],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "per_client_limit" in proc.stdout

@@ -1,7 +1,8 @@
 """The rubric file: per check id, its points, visibility, profiles and timeout.
 
-TOML (``rubric.toml``, the part of TOML that :mod:`grader.minitoml` reads) or JSON
-(``rubric.json``), same shape::
+TOML (``rubric.toml``, read with the standard :mod:`tomllib` on Python 3.11+, else with
+``tomli``, the library tomllib was taken from: Debian/Ubuntu ``python3-tomli`` or
+``pip install tomli``) or JSON (``rubric.json``, standard library on any Python), same shape::
 
     [checks.index_html]
     points = 10
@@ -17,10 +18,10 @@ are reported in rubric order, then any checks the rubric does not mention.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
-from . import minitoml
 from .registry import PROFILES, VISIBILITIES, Check
 
 KEYS = {"points", "visibility", "profiles", "timeout", "title"}
@@ -30,6 +31,23 @@ class RubricError(ValueError):
     """The rubric file is missing, unreadable or malformed."""
 
 
+def toml_loads(text: str, path: Path) -> dict:
+    """Parses TOML with tomllib (3.11+) or tomli; a clear RubricError when neither is there."""
+    try:
+        import tomllib as toml
+    except ImportError:
+        try:
+            import tomli as toml
+        except ImportError:
+            version = ".".join(map(str, sys.version_info[:2]))
+            raise RubricError(
+                f"rubric {path} is TOML, which Python {version} cannot read without a library: "
+                f"install tomli (apt-get install python3-tomli, or python3 -m pip install tomli), "
+                f"run the grader under Python 3.11+ (tomllib), or give a JSON rubric "
+                f"(--rubric rubric.json)") from None
+    return toml.loads(text)
+
+
 def load(path: Path) -> dict[str, dict]:
     """Reads and validates @p path; returns {check id: entry}."""
     try:
@@ -37,7 +55,9 @@ def load(path: Path) -> dict[str, dict]:
     except OSError as error:
         raise RubricError(f"cannot read rubric {path}: {error.strerror}") from error
     try:
-        data = json.loads(text) if path.suffix == ".json" else minitoml.loads(text.decode("utf-8"))
+        data = json.loads(text) if path.suffix == ".json" else toml_loads(text.decode("utf-8"), path)
+    except RubricError:
+        raise
     except (ValueError, UnicodeDecodeError) as error:
         raise RubricError(f"rubric {path}: {error}") from error
     if not isinstance(data, dict) or set(data) - {"checks"} or not isinstance(data.get("checks"), dict):
