@@ -139,13 +139,14 @@ PARTS: dict[str, Part] = {part.name: part for part in (
              "[docs/stage3.md](docs/stage3.md) describes it.")),
     Part("instructor", INSTRUCTOR,
          "the handout generator, the batch and Gradescope grading (autograde.py), the "
-         "similarity ranking (similarity.py), their tests "
+         "similarity ranking (similarity.py), their tests (the hostile submissions' payload too) "
          "and the instructor's page",
          paths=("harness/handout.py", "harness/test_handout.py", "docs/instructor.md",
                 "harness/studentside.py", "harness/test_student_cpp.py",
                 "harness/test_student_python.py",
                 "harness/autograde.py", "harness/grader/submission.py", "harness/test_autograde.py",
-                "harness/similarity.py", "harness/test_similarity.py")),
+                "harness/similarity.py", "harness/test_similarity.py",
+                "harness/testdata/hostile_payload.py")),
 )}
 
 #: Left out of every generated tree: the reference's benchmark figures answer question 5.
