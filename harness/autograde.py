@@ -319,7 +319,10 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends g++ make cmake python3 python3-pip util-linux \
-    bubblewrap
+    bubblewrap python3-tomli
+# The rubric is TOML: Python 3.11+ reads it with tomllib, older ones need tomli.
+python3 -c 'import tomllib' 2>/dev/null || python3 -c 'import tomli' 2>/dev/null ||
+    python3 -m pip install --quiet tomli
 # The kit's CMake presets need CMake 3.25; Ubuntu 22.04 has 3.22.
 need=3.25
 have=$(cmake --version | awk 'NR==1 {print $3}')
