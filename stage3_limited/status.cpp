@@ -55,6 +55,7 @@ constexpr std::array<CounterRow, 5> kCounterRows{{
 // the JSON. Markup built here and in render() below must stay the same.
 constexpr std::string_view kHead = R"html(<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>server-status: scoreboard</title>
+<link rel="icon" href="data:,">
 <style>
 body{font:14px/1.4 monospace;margin:1em;background:#fff;color:#111}
 h1{font-size:1.3em;margin:0 0 .3em}h2{font-size:1em;margin:.6em 0 .2em}
