@@ -15,7 +15,8 @@ TEST(StatusJson, IdleServerShowsZerosAndItsLimits) {
     EXPECT_EQ(lab::status_json(limiter, counters),
               "{\"active\": 0, \"per_client\": {}, \"accepted\": 0, \"served\": 0, "
               "\"refused_per_client\": 0, \"refused_total\": 0, \"timed_out\": 0, "
-              "\"reclaimed\": 0, \"max_per_client\": 12, \"max_total\": 60, \"status_views\": 0, \"slots\": []}\n");
+              "\"reclaimed\": 0, \"max_per_client\": 12, \"max_total\": 60, \"status_views\": 0, "
+              "\"slots\": []}\n");
 }
 
 TEST(StatusJson, ShowsHeldSlotsPerClientAndTheCounters) {
