@@ -166,7 +166,7 @@ void cell(std::string& html, const ConnectionLimiter::SlotView& slot) {
 void client_section(std::string& html, const std::string& client, std::size_t held,
                     std::size_t limit, bool full) {
     // Client keys are addresses as inet_ntop() prints them: nothing in them needs escaping.
-    html += "<section class=\"client\" data-client=\"" + client + "\"><h2>";
+    html += R"(<section class="client" data-client=")" + client + R"("><h2>)";
     html += client.empty() ? "free" : client;
     html += ": <span class=\"held";
     html += full ? " full" : "";
@@ -203,8 +203,8 @@ std::string status_json(const ConnectionLimiter& limiter, const Counters& counte
     sep = "";
     for (const auto& slot : snap.slots) {
         json += sep;
-        json += "{\"client\": \"" + slot.client + "\", \"state\": \"" + state_name(slot) +
-                "\", \"counted\": " + (slot.counted ? "true" : "false") +
+        json += R"({"client": ")" + slot.client + R"(", "state": ")" + state_name(slot) +
+                R"(", "counted": )" + (slot.counted ? "true" : "false") +
                 ", \"age_ms\": " + std::to_string(slot.age.count()) + "}";
         sep = ", ";
     }
@@ -230,8 +230,8 @@ std::string status_html(const ConnectionLimiter& limiter, const Counters& counte
         return counters.timed_out.load();
     };
     for (const auto& row : kCounterRows) {
-        html += "<tr><th>" + std::string(row.label) + "</th><td class=\"n\" id=\"" + row.key +
-                "\">" + std::to_string(value(row.key)) + "</td><td class=\"spark\" id=\"spark-" +
+        html += "<tr><th>" + std::string(row.label) + R"(</th><td class="n" id=")" + row.key +
+                "\">" + std::to_string(value(row.key)) + R"(</td><td class="spark" id="spark-)" +
                 row.key + "\"></td></tr>\n";
     }
     html += "</table>\n<div id=\"clients\">\n";
