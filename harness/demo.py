@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
 import shutil
 import signal
@@ -40,14 +39,18 @@ START_TIMEOUT, STOP_TIMEOUT = 10.0, 5.0
 
 
 class Server:
-    """One stage, started in its own process group on a free port; stop() ends it."""
+    """One stage, started on a free port; stop() ends it.
+
+    It stays in the demo's process group and session: whatever ends the demo's group (Ctrl-C
+    in its terminal, or a test's kill) reaches the servers too, even if the demo itself
+    cannot clean up."""
 
     def __init__(self, bin_dir: Path, stage: str, root: Path, *args: str, port: int = 0):
         self.stage = stage
         self.proc = subprocess.Popen(
             [str(bin_dir / stage), "-p", str(port), "-r", str(root), "-q", *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            start_new_session=True, text=True)
+            text=True)
         line = ""
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and "listening on" not in line:
@@ -67,7 +70,7 @@ class Server:
             try:
                 self.proc.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.kill()
                 self.proc.wait()
         self.proc.stdout.close()
 

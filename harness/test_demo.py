@@ -64,7 +64,7 @@ def start_demo(*args: str) -> subprocess.Popen:
 def assert_nothing_left(proc: subprocess.Popen, output: str) -> None:
     servers = [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", output)]
     assert servers, output
-    # The servers run in sessions of their own: each must be gone, by its pid.
+    # Each server it said it started must be gone, by its pid, and the session empty.
     left = wait_until(lambda: not [p for p in servers if alive(p)] or None, timeout=5,
                       message=f"servers {servers} to be gone")
     assert left
