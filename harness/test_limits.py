@@ -43,6 +43,8 @@ STATUS_KEYS = {
     "reclaimed",
     "max_per_client",
     "max_total",
+    "status_views",
+    "slots",
 }
 
 

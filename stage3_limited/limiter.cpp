@@ -67,7 +67,8 @@ void ConnectionLimiter::Slot::release() noexcept {
     // // ConnectionLimiter::release()) and from then on hold nothing: a second call does nothing.
     // if (held()) {
     //     thread_local int reached = 0;
-    //     todo(reached, "ConnectionLimiter::Slot::release() is not written yet: no slot comes back");
+    //     todo(reached,
+    //          "ConnectionLimiter::Slot::release() is not written yet: no slot comes back");
     //     limiter_ = nullptr;  // forgets the slot instead of giving it back
     // }
     // END SOLUTION
@@ -219,6 +220,15 @@ ConnectionLimiter::Snapshot ConnectionLimiter::snapshot() const {
     snap.total = total_;
     snap.per_client.insert(per_client_.begin(), per_client_.end());
     snap.reclaimed = reclaimed_;
+    const auto now = Clock::now();
+    snap.slots.reserve(entries_.size());
+    for (const Entry& entry : entries_) {
+        const Phase phase = entry.reclaimable.phase();
+        if (phase == Phase::status) continue;  // the page never shows itself
+        const auto age =
+            std::chrono::duration_cast<std::chrono::milliseconds>(now - entry.admitted);
+        snap.slots.push_back({entry.client, phase, entry.counted, age});
+    }
     return snap;
 }
 

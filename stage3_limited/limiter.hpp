@@ -11,6 +11,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "lab/session.hpp"
 
@@ -99,11 +100,21 @@ class ConnectionLimiter {
         Slot slot;                               ///< Held exactly when verdict is admitted.
     };
 
+    /// @brief One taken place in the total, for the scoreboard.
+    struct SlotView {
+        std::string client;            ///< The client's address.
+        Phase phase = Phase::reading;  ///< Where its connection is.
+        bool counted = true;           ///< Still counts for its client (not closed or reclaimed).
+        std::chrono::milliseconds age{0};  ///< Time since it was admitted.
+    };
+
     /// @brief What is held right now, for the status page and tests.
     struct Snapshot {
         std::size_t total = 0;                          ///< Connections held in all.
         std::map<std::string, std::size_t> per_client;  ///< Connections held per client.
         std::uint64_t reclaimed = 0;                    ///< Slots reclaimed so far.
+        /// @brief Every taken place, oldest first, except those answering the status page.
+        std::vector<SlotView> slots;
     };
 
     /// @brief A limiter allowing @p max_per_client per client and @p max_total in all (both ≥ 1);
@@ -137,8 +148,9 @@ class ConnectionLimiter {
     struct Entry {
         explicit Entry(std::string c) : client(std::move(c)) {}
         std::string client;
-        Reclaimable reclaimable;
+        Reclaimable reclaimable;  // also carries the connection's Phase
         bool counted = true;
+        Clock::time_point admitted = Clock::now();  // a vDSO read, no system call
     };
 
     void release(std::list<Entry>::iterator entry) noexcept;

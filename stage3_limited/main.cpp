@@ -44,6 +44,7 @@ int main(int argc, char* argv[]) {
         lab::ServerContext context = lab::make_context(options);
         if (options.status_page) {
             context.status_json = [&] { return lab::status_json(limiter, counters); };
+            context.status_html = [&] { return lab::status_html(limiter, counters); };
         }
         lab::announce(kStage.name, listener, options);
 
@@ -71,17 +72,14 @@ int main(int argc, char* argv[]) {
                     const auto outcome =
                         lab::serve_connection(std::move(client), context, slot.reclaimable());
                     slot.connection_closed();  // its client may connect again at once
-                    if (outcome == lab::SessionOutcome::served) ++counters.served;
-                    if (outcome == lab::SessionOutcome::timed_out) ++counters.timed_out;
+                    counters.count(outcome);
                 });
             // STUB
             // // TODO(student): admission control. Take a slot from `limiter` for
             // // connection->peer_ip; refuse with 429/503 through `refuser` (no thread), or
             // // move the slot into the task below. Until then nothing is refused.
             // threads.spawn(std::move(*connection), [&context, &counters](lab::Connection client) {
-            //     const auto outcome = lab::serve_connection(std::move(client), context);
-            //     if (outcome == lab::SessionOutcome::served) ++counters.served;
-            //     if (outcome == lab::SessionOutcome::timed_out) ++counters.timed_out;
+            //     counters.count(lab::serve_connection(std::move(client), context));
             // });
             // END SOLUTION
         }

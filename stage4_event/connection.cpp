@@ -110,8 +110,16 @@ bool EventConnection::lost_slot() noexcept {
     return reclaimable != nullptr && !reclaimable->settle();
 }
 
+// Tells the scoreboard where this connection is (a refused one holds no slot: nobody asks).
+void EventConnection::report(Phase phase) noexcept {
+    if (Reclaimable* reclaimable = slot_.reclaimable(); reclaimable != nullptr) {
+        reclaimable->set_phase(phase);
+    }
+}
+
 // The slot went to another client: a 408, and a close without lingering.
 Interest EventConnection::give_up_slot(Clock::time_point now) {
+    report(Phase::sending);
     start_reply(reclaimed_response(parser_.result()), now);
     linger_for_ = std::chrono::milliseconds(0);
     return send_reply(now);
@@ -126,7 +134,10 @@ Interest EventConnection::head_ended(bool timed_out, Clock::time_point now) {
         // Silence gets a silent close; a request cut off midway gets told why.
         if (bytes_.empty()) return close();
     }
-    counted_as_served_ = parsed.state == ParseState::done;
+    // The status page leaves out the connection that asks for it, and does not count it.
+    status_page_ = parsed.state == ParseState::done && is_status_request(parsed.request, context_);
+    report(status_page_ ? Phase::status : Phase::sending);
+    counted_as_served_ = parsed.state == ParseState::done && !status_page_;
     start_reply(respond(parsed, timed_out, connection_.peer_ip, context_), now);
     return send_reply(now);
 }
@@ -202,6 +213,7 @@ Interest EventConnection::finish_reply(bool sent, Clock::time_point now) {
     const int status = response_.status;
     log_access(connection_.peer_ip, logged_line_, status, body_bytes_out());
     if (sent && counted_as_served_) ++counters_.served;
+    if (sent && status_page_) ++counters_.status_views;
     response_ = Response();  // closes the file
     wire_ = std::string();
     if (!sent) return close();
@@ -211,6 +223,7 @@ Interest EventConnection::finish_reply(bool sent, Clock::time_point now) {
     if (status < 400) linger_for_ = std::chrono::milliseconds(0);
     if (linger_for_ > std::chrono::milliseconds(0)) ::shutdown(fd(), SHUT_WR);
     state_ = State::lingering;
+    if (!status_page_) report(Phase::closing);  // the status page stays out of sight
     deadline_ = now + linger_for_;
     return linger(now);
 }

@@ -64,6 +64,7 @@ class EventConnection {
 
     Interest read_head(Clock::time_point now);
     bool lost_slot() noexcept;
+    void report(Phase phase) noexcept;
     Interest give_up_slot(Clock::time_point now);
     Interest head_ended(bool timed_out, Clock::time_point now);
     void start_reply(Response response, Clock::time_point now);
@@ -85,6 +86,7 @@ class EventConnection {
     std::string bytes_;
     RequestParser parser_;
     bool counted_as_served_ = false;
+    bool status_page_ = false;  // answering /server-status: left out of its snapshot
 
     // Sending.
     Response response_;

@@ -45,6 +45,7 @@ int main(int argc, char* argv[]) {
         lab::ServerContext context = lab::make_context(options);
         if (options.status_page) {
             context.status_json = [&] { return lab::status_json(limiter, counters); };
+            context.status_html = [&] { return lab::status_html(limiter, counters); };
         }
 
         // One event loop per core, all watching the same listener; the main thread runs

@@ -63,12 +63,17 @@ std::string first_line(std::string_view bytes) {
     return std::string(line.substr(0, std::min(line.size(), kLoggedLineMax)));
 }
 
-// True for `GET /server-status` (or HEAD) on a server that has a status page.
-bool is_status_request(const Request& request, const ServerContext& context) {
-    if (!context.status_json) return false;
-    const std::string_view path =
-        std::string_view(request.target).substr(0, request.target.find('?'));
-    return path == "/server-status" && (request.method == "GET" || request.method == "HEAD");
+// True when the client asked for the scoreboard (HTML) rather than the JSON: `?view=html`, or
+// a browser's `Accept: text/html` without `?view=json`.
+bool wants_html(const Request& request, const ServerContext& context) {
+    if (!context.status_html) return false;
+    const auto q = request.target.find('?');
+    const std::string_view query =
+        q == std::string::npos ? std::string_view() : std::string_view(request.target).substr(q);
+    if (query.find("view=html") != std::string_view::npos) return true;
+    if (query.find("view=json") != std::string_view::npos) return false;
+    const std::string* accept = request.header("accept");
+    return accept != nullptr && accept->find("text/html") != std::string::npos;
 }
 
 // The status page, for a client the User-Agent policy admits, from a loopback address unless
@@ -82,9 +87,12 @@ Response status_response(const Request& request, const std::string& peer_ip,
         return error_response(403, "The status page is shown only to clients on this machine.");
     }
     Response response;
-    response.body = context.status_json();
-    response.headers.push_back({"Content-Type", "application/json"});
+    const bool html = wants_html(request, context);
+    response.body = html ? context.status_html() : context.status_json();
+    response.headers.push_back(
+        {"Content-Type", html ? "text/html; charset=utf-8" : "application/json"});
     response.headers.push_back({"Cache-Control", "no-store"});
+    response.headers.push_back({"Vary", "Accept"});
     return response;
 }
 
@@ -123,6 +131,13 @@ Sent send_response(int fd, const Response& response, std::chrono::milliseconds i
 }
 
 }  // namespace
+
+bool is_status_request(const Request& request, const ServerContext& context) {
+    if (!context.status_json) return false;
+    const std::string_view path =
+        std::string_view(request.target).substr(0, request.target.find('?'));
+    return path == "/server-status" && (request.method == "GET" || request.method == "HEAD");
+}
 
 bool Reclaimable::attach(int fd) noexcept {
     const std::lock_guard lock(mutex_);
@@ -182,13 +197,20 @@ ServerContext make_context(const Options& options) {
 
 namespace {
 
+// Tells the scoreboard where the connection is, if anyone keeps count of it.
+void report(Reclaimable* reclaimable, Phase phase) noexcept {
+    if (reclaimable != nullptr) reclaimable->set_phase(phase);
+}
+
 // The 408 for a connection whose slot went to another client, and its close.
 SessionOutcome give_up_slot(Connection& connection, const HeadRead& head,
-                            const ServerContext& context) {
+                            const ServerContext& context, Reclaimable* reclaimable) {
     const Response response = reclaimed_response(head.parsed);
+    report(reclaimable, Phase::sending);
     const Sent sent = send_response(connection.fd.get(), response, context.timeout);
     log_access(connection.peer_ip, logged_request_line(head.parsed, head.bytes), 408,
                sent.body_bytes);
+    report(reclaimable, Phase::closing);
     // Its reading side is shut already; what arrived is dropped and the socket closes.
     close_gracefully(std::move(connection.fd), std::chrono::milliseconds(0));
     return SessionOutcome::reclaimed;
@@ -204,14 +226,19 @@ SessionOutcome serve(Connection& connection, const ServerContext& context,
     }
     // From here on the connection cannot be reclaimed; if it was, the slot is gone.
     if (reclaimable != nullptr && !reclaimable->settle()) {
-        return give_up_slot(connection, head, context);
+        return give_up_slot(connection, head, context, reclaimable);
     }
     // Silence gets a silent close, and so does a client that left or a server that stops.
     if (head.outcome == SessionOutcome::abandoned) return SessionOutcome::abandoned;
     const bool timed_out = head.outcome == SessionOutcome::timed_out;
     if (timed_out && head.bytes.empty()) return SessionOutcome::timed_out;
+    // The status page leaves out the connection that asks for it, and does not count it.
+    const bool status =
+        head.parsed.state == ParseState::done && is_status_request(head.parsed.request, context);
+    report(reclaimable, status ? Phase::status : Phase::sending);
     const Response response = respond(head.parsed, timed_out, connection.peer_ip, context);
     const Sent sent = send_response(fd, response, context.timeout);
+    if (!status) report(reclaimable, Phase::closing);
     // An interrupted reply is logged with its status and the part of the body that went out.
     log_access(connection.peer_ip, logged_request_line(head.parsed, head.bytes), response.status,
                sent.body_bytes);
@@ -219,7 +246,8 @@ SessionOutcome serve(Connection& connection, const ServerContext& context,
     // that the kernel does not reset the connection under the reply.
     close_gracefully(std::move(connection.fd),
                      response.status >= 400 ? kLingerTimeout : std::chrono::milliseconds(0));
-    return sent.complete ? head.outcome : SessionOutcome::abandoned;
+    if (!sent.complete) return SessionOutcome::abandoned;
+    return status ? SessionOutcome::status_page : head.outcome;
 }
 
 /// The reply for a client the server has no thread or memory for. Fixed text, so sending it

@@ -2,7 +2,9 @@
 /// @brief One connection from first byte to close: read, parse, handle, send, log.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -20,20 +22,35 @@ struct ServerContext {
     std::chrono::seconds timeout{kDefaultTimeoutSeconds};  ///< Read deadline and send idle limit.
     /// @brief When set, `GET /server-status` answers with this JSON instead of a file.
     std::function<std::string()> status_json;
+    /// @brief When set, the scoreboard: `/server-status` asked for as HTML (`Accept:
+    /// text/html` or `?view=html`) answers with this instead of status_json.
+    std::function<std::string()> status_html;
     /// @brief Show the status page to clients that are not on a loopback address too.
     bool status_remote = false;
 };
 
 /// @brief How a connection ended, for servers that keep statistics.
 enum class SessionOutcome {
-    served,     ///< A request was parsed and answered (any status from the handler).
-    rejected,   ///< The request was malformed or too large and got an error status.
-    timed_out,  ///< The client did not send a whole request head before the deadline.
-    abandoned,  ///< The client left, the server is stopping, or the send failed.
-    reclaimed,  ///< Another client needed the slot before this one's head arrived (408).
+    served,       ///< A request was parsed and answered (any status from the handler).
+    rejected,     ///< The request was malformed or too large and got an error status.
+    timed_out,    ///< The client did not send a whole request head before the deadline.
+    abandoned,    ///< The client left, the server is stopping, or the send failed.
+    reclaimed,    ///< Another client needed the slot before this one's head arrived (408).
+    status_page,  ///< The status page was shown: not counted as served, so it never counts itself.
+};
+
+/// @brief Where a connection is, for the scoreboard of /server-status.
+enum class Phase : std::uint8_t {
+    reading,  ///< Waiting for (the rest of) its request head.
+    sending,  ///< Sending its reply.
+    closing,  ///< Reply done or given up: lingering or closing.
+    status,   ///< Answering /server-status itself, which the page leaves out.
 };
 
 /// @brief A connection that another thread may end while it still waits for its request head.
+///
+/// It also carries the connection's Phase for the scoreboard: the session stores it at each
+/// step (an atomic, so the request path takes no lock for it) and the status page reads it.
 ///
 /// Stage 3's `--reclaim-idle` uses it: when the server is full, the accepting thread takes
 /// the slot of the oldest connection that has not sent a whole request head yet. The two
@@ -55,13 +72,21 @@ class Reclaimable {
     bool settle() noexcept;
     /// @brief Takes the connection if it still waits, and wakes its reader; else false.
     bool reclaim() noexcept;
+    /// @brief The session moved on to @p phase: one relaxed atomic store, no lock.
+    void set_phase(Phase phase) noexcept { phase_.store(phase, std::memory_order_relaxed); }
+    /// @brief The phase the session last reported (the status page reads it).
+    [[nodiscard]] Phase phase() const noexcept { return phase_.load(std::memory_order_relaxed); }
 
   private:
     enum class State { waiting, settled, reclaimed };
     std::mutex mutex_;
     State state_ = State::waiting;
     int fd_ = -1;
+    std::atomic<Phase> phase_{Phase::reading};
 };
+
+/// @brief True for `GET /server-status` (or HEAD) on a server that has a status page.
+[[nodiscard]] bool is_status_request(const Request& request, const ServerContext& context);
 
 /// @brief Builds the shared context from parsed options.
 [[nodiscard]] ServerContext make_context(const Options& options);
