@@ -33,6 +33,14 @@ TRICKLE = b"GET /index.html HTTP/1.0\r\nX-Slow: " + b"s" * 1000
 VERBOSE_UP_TO = 20
 
 
+def line(text: str) -> None:
+    """Prints @p text and its newline with one write: the background holder and its parent
+    share stdout, and under PYTHONUNBUFFERED print() would write the two apart, so another
+    process's line could land between them."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("port", type=int, help="server port on --host")
@@ -62,12 +70,12 @@ def main() -> int:
             with os.fdopen(read_end, "rb") as ready:
                 report = ready.read()  # the child writes its count, or dies: EOF either way
             if not report:
-                print("hold.py: the background holder ended before it was ready", flush=True)
+                line("hold.py: the background holder ended before it was ready")
                 return 1
             count = int(report)
             plural = "" if count == 1 else "s"
-            print(f"holding {count} connection{plural} for {args.seconds:g} s "
-                  f"in the background (pid {child})", flush=True)
+            line(f"holding {count} connection{plural} for {args.seconds:g} s "
+                 f"in the background (pid {child})")
             return 0
         os.close(read_end)
         ready_pipe = os.fdopen(write_end, "wb")
@@ -75,7 +83,7 @@ def main() -> int:
 
     def say(text: str) -> None:
         if verbose:
-            print(text, flush=True)
+            line(text)
 
     if args.spread > 1:
         base = [int(part) for part in (args.source or "127.0.0.1").split(".")]
@@ -101,7 +109,7 @@ def main() -> int:
         opened_at[sock] = (i, time.monotonic())
         say(f"#{i}: connected from {sock.getsockname()[0]}:{sock.getsockname()[1]}")
     if not verbose:
-        print(f"{len(opened_at)} of {args.count} connections open", flush=True)
+        line(f"{len(opened_at)} of {args.count} connections open")
     if ready_pipe is not None:
         ready_pipe.write(str(len(opened_at)).encode())
         ready_pipe.close()
@@ -139,9 +147,8 @@ def main() -> int:
         sock.close()
     if not verbose:
         for outcome, times in outcomes.most_common():
-            print(f"{times} x {outcome}")
-    print(f"done after {time.monotonic() - start:.1f} s; {len(opened_at)} still open at the end",
-          flush=True)
+            line(f"{times} x {outcome}")
+    line(f"done after {time.monotonic() - start:.1f} s; {len(opened_at)} still open at the end")
     return 0
 
 
