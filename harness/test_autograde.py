@@ -25,8 +25,10 @@ import os
 import shutil
 import signal
 import stat
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import zipfile
@@ -444,6 +446,7 @@ def test_hostile_batch(tmp_path):
         check_scores(rows, results)
         assert all(r["extra_data"]["sandbox"] in ("bwrap", "unshare", "uid") for r in results.values())
         assert "Sandbox: " in results["aa-honest"]["output"]
+        assert "a loopback network of its own" in results["aa-honest"]["output"]
         check_secrets_kept(out, secrets, proc.stdout + proc.stderr)
         assert git_status() == before, "a submission wrote into the kit's tree"
         assert not tmp_plant.exists(), "a submission wrote into the machine's /tmp"
@@ -540,6 +543,82 @@ def test_uid_layer_batch(tmp_path):
         assert results[name]["score"] == full and rows[name]["score"] == f"{full:g}", name
         assert results[name]["extra_data"]["sandbox"] == "uid"
     assert "The build left" in results["h-procs"]["output"]
+
+
+#: Connects to 127.0.0.1:argv[1] and prints what the listener there says (its name).
+REACH = ("import socket, sys\n"
+         "try:\n"
+         "    with socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=2) as s:\n"
+         "        print(s.recv(64).decode())\n"
+         "except OSError as error:\n"
+         "    print('not reached:', error)\n")
+
+
+class NamedListener:
+    """A listener on 127.0.0.1, in the network namespace of the thread that makes it, that
+    tells whoever connects its name (so that a port number taken by some other program in
+    another namespace is never mistaken for it)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            with client:
+                client.sendall(self.name.encode())
+
+    def reached_from_here(self) -> bool:
+        """Whether a new process started from the calling thread reaches this listener."""
+        proc = subprocess.run([sys.executable, "-c", REACH, str(self.port)],
+                              capture_output=True, text=True, timeout=30)
+        return proc.stdout.strip() == self.name
+
+
+@needs_root
+def test_each_job_has_a_loopback_of_its_own():
+    """Jobs graded side by side (--jobs 2) cannot reach each other's servers: each grading
+    thread moves into a network namespace of its own (private_loopback()), and what it starts
+    reaches its own listeners only, while the machine's processes cannot reach the job's."""
+    from grader.sandbox import private_loopback
+
+    machine = NamedListener(f"machine-{uuid.uuid4().hex}")
+    listeners: dict = {}
+    seen: dict = {}
+    ready, done = threading.Barrier(3), threading.Event()
+
+    def job(name: str) -> None:
+        seen[name, "own"] = private_loopback()
+        listeners[name] = own = NamedListener(f"{name}-{uuid.uuid4().hex}")
+        seen[name, "reaches itself"] = own.reached_from_here()
+        seen[name, "reaches the machine"] = machine.reached_from_here()
+        ready.wait(30)  # both jobs listen now: may one reach the other's server?
+        seen[name, "reaches the other job"] = listeners["b" if name == "a" else "a"].reached_from_here()
+        done.wait(30)
+        own.sock.close()
+
+    threads = [threading.Thread(target=job, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    ready.wait(30)
+    machine_reaches = {name: listeners[name].reached_from_here() for name in "ab"}
+    done.set()
+    for thread in threads:
+        thread.join(30)
+    assert machine.reached_from_here(), "the test's own thread lost the machine's network"
+    machine.sock.close()
+    for name in "ab":
+        assert seen[name, "own"], "unshare(CLONE_NEWNET) failed as root"
+        assert seen[name, "reaches itself"], f"job {name} cannot reach its own server"
+        assert not seen[name, "reaches the machine"], f"job {name} reached the machine's loopback"
+        assert not seen[name, "reaches the other job"], f"job {name} reached the other job's server"
+        assert not machine_reaches[name], f"the machine reached job {name}'s server"
 
 
 @needs_root

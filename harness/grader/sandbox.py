@@ -21,9 +21,12 @@ standard library only.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import pwd
+import socket
+import struct
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -72,6 +75,7 @@ class Sandbox:
     gid: Optional[int] = None
     caps: Caps = field(default_factory=Caps)
     writable: List[Path] = field(default_factory=list)  #: the submission's own copy
+    own_loopback: bool = False  #: its job has a loopback of its own (private_loopback())
     tmp: Optional[Path] = None  #: its TMPDIR where /tmp is the machine's (uid, unshare)
 
     @property
@@ -87,7 +91,9 @@ class Sandbox:
                 "unshare": "unshare: PID namespace; files protected by permissions only",
                 "uid": "uid only (no namespaces here): files protected by permissions, "
                        "processes killed as that uid"}[self.layer]
-        return f"{what}; uid {self.uid}; {self.caps.words()}"
+        net = ("a loopback network of its own" if self.own_loopback else
+               "the machine's loopback network, shared with other jobs")
+        return f"{what}; {net}; uid {self.uid}; {self.caps.words()}"
 
     def wrap(self, argv: Sequence[str], cwd: Path, readable: Sequence[Path] = ()) -> List[str]:
         """@p argv run inside the sandbox, in @p cwd, also seeing @p readable (read-only)."""
@@ -117,6 +123,30 @@ class Sandbox:
         again and again until none is left): whatever forked away from any pid list."""
         if self.sealed:
             reap_uid(self.uid, self.gid)
+
+
+#: unshare(2)'s flag for a new network namespace, and the ioctls that read and set an
+#: interface's flags (linux/sched.h, linux/sockios.h).
+CLONE_NEWNET = 0x40000000
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def private_loopback() -> bool:
+    """Moves the calling thread into a network namespace of its own, with only its loopback
+    up. Whatever the thread starts from then on (a submission's build, grade.py, the servers
+    grade.py starts) shares that loopback, and no other job's processes can reach it: a
+    submission's server cannot connect to the server of the submission graded beside it, nor
+    the other way round. The network namespace is the thread's own, so the grader's other
+    threads keep the machine's. False where the kernel refuses (a container without
+    CAP_SYS_ADMIN): then every job shares the machine's loopback."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH22x", b"lo", 0)
+        flags = struct.unpack("16sH22x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+    return True
 
 
 def bwrap_prefix(writable: Sequence[Path], readable: Sequence[Path], tmp_bytes: int,

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from . import contract
-from .sandbox import Caps, Sandbox, near_cap, processes_of, secure_tree, tasks_of
+from .sandbox import (Caps, Sandbox, near_cap, private_loopback, processes_of, secure_tree,
+                      tasks_of)
 from .server import find_processes, kill_all, stop_session, tail, tail_bytes
 
 HARNESS_DIR = Path(__file__).resolve().parent.parent
@@ -99,6 +100,7 @@ def grade_submission(submission: Path, out: Path, config: Config,
         raise GraderFailed("no uid for the submission (its code never runs as the grader's user)")
     else:
         sandbox = Sandbox(config.sandbox, uid, uid, config.caps)
+        sandbox.own_loopback = private_loopback()  # this thread's, for all this job starts
     work = Path(tempfile.mkdtemp(prefix="grade-"))  # 0700: the grader's alone, until opened below
     started = time.monotonic()
     listing = {t.binary: list_checks(config, t) for t in config.targets}
