@@ -47,6 +47,8 @@ QUIRKY = HARNESS_DIR / "testdata" / "quirky_server.py"
 #: The kit's own files, without build output or history: what a student's repository holds.
 WORKFLOW = ".github/workflows/classroom.yml"
 NOT_SOURCE = shutil.ignore_patterns(".git", "build", "build-*", "__pycache__", "grade-results")
+#: Grading student code takes root (to run it as a uid of its own).
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="grading student code needs root")
 
 
 @pytest.fixture(autouse=True)
@@ -142,11 +144,16 @@ def test_gradescope_submission_that_does_not_compile(tmp_path, gradescope_zip):
     main = broken / "stage3_limited" / "main.cpp"
     main.write_text(main.read_text() + "\nint this_does_not_compile = ;\n")
     results = fake_autograder(tmp_path, gradescope_zip, broken)
-    assert results["score"] == 0 and results["max_score"] == 180
+    # Each stage is built on its own: stage 2 keeps its points (issue 21, Found 3).
+    stage2 = [t for t in results["tests"] if t["name"].startswith("stage2_threaded/")]
+    stage3 = [t for t in results["tests"] if t["name"].startswith("stage3_limited/")]
+    assert all(t["status"] == "passed" for t in stage2), [t["output"] for t in stage2]
+    assert results["score"] == 70 + 5 and results["max_score"] == 180
     assert results["extra_data"]["status"] == "build-failed"
-    assert "The submission was not built" in results["output"]
+    assert "stage3_limited: not graded: stage3_limited was not built" in results["output"]
     assert "main.cpp" in results["output"] and "error:" in results["output"]
-    assert all(t["output"].startswith("not run: the submission was not built") for t in results["tests"])
+    assert stage3 and all(t["output"].startswith("not run: stage3_limited was not built")
+                          for t in stage3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,10 +217,12 @@ PRESETS = json.dumps({
 })
 
 
-def fake_submission(root: Path, name: str, server: str, cmake_extra: str = "") -> Path:
+def fake_submission(root: Path, name: str, server: str, cmake_extra: str = "",
+                    broken: str = "") -> Path:
     """A CMake project whose two stages are shell wrappers running @p server, with a copy of
     quirky_server.py (a server may run ``${CMAKE_SOURCE_DIR}/quirky_server.py``: the grader
-    builds and runs a copy of the submission, which sees nothing of the kit)."""
+    builds and runs a copy of the submission, which sees nothing of the kit); building the
+    stage named @p broken fails, as a compiler error would."""
     folder = root / name
     folder.mkdir(parents=True)
     shutil.copy(QUIRKY, folder / "quirky_server.py")
@@ -229,6 +238,13 @@ foreach(stage stage2_threaded stage3_limited)
   add_custom_target(${{stage}})
 endforeach()
 """)
+    if broken:
+        text = (folder / "CMakeLists.txt").read_text()
+        (folder / "CMakeLists.txt").write_text(text.replace(
+            "  add_custom_target(${stage})\n",
+            f'  if(stage STREQUAL "{broken}")\n'
+            f'    add_custom_target(${{stage}} COMMAND sh -c "echo main.cpp:7: error: {broken} broken; exit 1")\n'
+            f"  else()\n    add_custom_target(${{stage}})\n  endif()\n"))
     return folder
 
 
@@ -261,6 +277,30 @@ def test_grade_all(tmp_path, submissions):
     assert rows["carol"]["status"] == "timeout"
     assert json.loads((out / "carol" / "results.json").read_text())["output"].startswith("INCOMPLETE")
     assert not no_process_mentions(token), "carol's server outlived her time budget"
+
+
+def test_grade_all_stage_that_does_not_build_keeps_the_others(tmp_path):
+    """Each stage is built and graded on its own: a stage 3 that does not compile scores 0,
+    stage 2 keeps its points (issue 21, Found 3)."""
+    root = tmp_path / "submissions"
+    server = f"{sys.executable} ${{CMAKE_SOURCE_DIR}}/quirky_server.py"
+    fake_submission(root, "dave", server, broken="stage3_limited")
+    out = tmp_path / "out"
+    proc = autograde("all", str(root), "--out", str(out), "--budget", "60",
+                     "--checks", "index_html,traversal", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["student"]: row for row in csv.DictReader((out / "grades.csv").open())}
+    dave = rows["dave"]
+    assert dave["status"] == "build-failed"
+    assert dave["score"] == "20" and dave["max"] == "40", dave
+    assert dave["stage2_threaded/index_html"] == "10" and dave["stage2_threaded/traversal"] == "10"
+    assert dave["stage3_limited/index_html"] == "0"
+    results = json.loads((out / "dave" / "results.json").read_text())
+    assert "stage3_limited: not graded: stage3_limited was not built" in results["output"]
+    assert "main.cpp:7: error: stage3_limited broken" in results["output"]
+    stage3 = [t for t in results["tests"] if t["name"].startswith("stage3_limited/")]
+    assert stage3 and all(t["output"].startswith("not run: stage3_limited was not built")
+                          for t in stage3)
 
 
 def test_grade_all_stops_cleanly_on_sigterm(tmp_path, submissions):
@@ -322,9 +362,6 @@ ATTACKS = ("tamper", "reader", "chain", "kitwriter", "spy", "biglog", "procs")
 TRUE_SHARE = {**{f"h-{attack}": 1.0 for attack in ATTACKS}, "h-reader": 0.0,
               "aa-honest": 1.0, "zz-honest": 1.0}
 MAX_OUTPUT_BYTES = 200 << 20
-
-#: Grading student code takes root (to run it as a uid of its own).
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="grading student code needs root")
 
 
 def make_batch(root: Path, aims: dict, marker: str) -> dict:
