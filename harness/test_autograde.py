@@ -303,6 +303,81 @@ def test_grade_all_stage_that_does_not_build_keeps_the_others(tmp_path):
                           for t in stage3)
 
 
+PYTHON_SERVER = REPO_DIR / "python" / "http_server.py"
+
+
+@needs_root
+def test_grade_all_python_submission_in_the_earlier_layout(tmp_path):
+    """One http_server.py alone, as the earlier project handed it in: ./lab grade-all with no
+    options runs it as `python3 http_server.py -p PORT` (+ the limits for stage 3) in a copy of
+    the document root, sandboxed, and gives the reference full marks (issue 21, Found 2)."""
+    folder = tmp_path / "submissions" / "erin"
+    folder.mkdir(parents=True)
+    shutil.copy(PYTHON_SERVER, folder / "http_server.py")
+    out = tmp_path / "out"
+    proc = subprocess.run([str(REPO_DIR / "lab"), "grade-all", str(tmp_path / "submissions"),
+                           "--out", str(out)], capture_output=True, text=True, timeout=900,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {row["student"]: row for row in csv.DictReader((out / "grades.csv").open())}
+    results = json.loads((out / "erin" / "results.json").read_text())
+    failed = {t["name"]: t["output"] for t in results["tests"] if t["status"] != "passed"}
+    assert not failed, failed
+    assert rows["erin"]["status"] == "ok"
+    assert rows["erin"]["score"] == rows["erin"]["max"] == "170"
+    assert results["extra_data"]["sandbox"] == "bwrap"
+    build_log = (out / "erin" / "build.log").read_text()
+    assert "http_server.py (Python" in build_log
+
+
+MANIFEST_TEXT = """
+# the same server, under another name, its own way
+[stage2_threaded]
+run = "python3 my_server.py -p {port} -r {root}"
+
+[stage3_limited]
+build = "cp my_server.py limited.py"
+run = "cd {root} && python3 {src}/limited.py -p {port} -maxclient {maxclient} -maxtotal {maxtotal}"
+"""
+
+
+@needs_root
+def test_grade_all_manifest_submission(tmp_path):
+    """lab-submission.toml says per stage how to build and run: graded right; a manifest with
+    an unknown placeholder is refused with a clear message, a missing stage scores 0 there."""
+    root = tmp_path / "submissions"
+    good = root / "frank"
+    good.mkdir(parents=True)
+    shutil.copy(PYTHON_SERVER, good / "my_server.py")
+    (good / "lab-submission.toml").write_text(MANIFEST_TEXT)
+    typo = root / "gina"
+    typo.mkdir()
+    shutil.copy(PYTHON_SERVER, typo / "my_server.py")
+    (typo / "lab-submission.toml").write_text(
+        '[stage2_threaded]\nrun = "python3 my_server.py -p {prot}"\n')
+    half = root / "hank"
+    half.mkdir()
+    shutil.copy(PYTHON_SERVER, half / "my_server.py")
+    (half / "lab-submission.toml").write_text(MANIFEST_TEXT.split("[stage3_limited]")[0])
+    out = tmp_path / "out"
+    proc = autograde("all", str(root), "--out", str(out), "--jobs", "2", "--checks",
+                     "index_html,traversal", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["student"]: row for row in csv.DictReader((out / "grades.csv").open())}
+    frank = json.loads((out / "frank" / "results.json").read_text())
+    failed = {t["name"]: t["output"] for t in frank["tests"] if t["status"] != "passed"}
+    assert not failed, failed
+    assert rows["frank"]["status"] == "ok" and rows["frank"]["score"] == rows["frank"]["max"]
+    assert rows["gina"]["status"] == "build-failed" and rows["gina"]["score"] == "0"
+    gina = json.loads((out / "gina" / "results.json").read_text())["output"]
+    assert "unknown placeholder {prot}" in gina
+    assert rows["hank"]["status"] == "build-failed"
+    assert rows["hank"]["stage2_threaded/index_html"] == "10"
+    assert rows["hank"]["stage3_limited/index_html"] == "0"
+    hank = json.loads((out / "hank" / "results.json").read_text())["output"]
+    assert "lab-submission.toml has no [stage3_limited]" in hank
+
+
 def test_grade_all_stops_cleanly_on_sigterm(tmp_path, submissions):
     out = tmp_path / "out"
     scratch = tmp_path / "tmp"
