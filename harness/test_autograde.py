@@ -378,6 +378,67 @@ def test_grade_all_manifest_submission(tmp_path):
     assert "lab-submission.toml has no [stage3_limited]" in hank
 
 
+def test_grade_all_regrade_merges_and_roster(tmp_path, submissions):
+    """A regrade of one student merges into grades.csv (the other rows kept); --roster adds
+    each student's id and name, and grades-lms.csv holds student_id,name,total (issue 21)."""
+    out = tmp_path / "out"
+    shutil.rmtree(submissions / "carol")
+    first = autograde("all", str(submissions), "--out", str(out), "--checks", "index_html",
+                      timeout=300)
+    assert first.returncode == 0, first.stderr
+    regrade = tmp_path / "regrade"
+    fake_submission(regrade, "bob", f"{sys.executable} ${{CMAKE_SOURCE_DIR}}/quirky_server.py")
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student_id,name,folder,section\n"
+                      "s-001,\"Lovelace, Ada\",alice,A\ns-002,Bob Babbage,bob,B\n"
+                      "s-003,Carol Absent,carol,B\n")
+    again = autograde("all", str(regrade), "--out", str(out), "--checks", "index_html",
+                      "--roster", str(roster), timeout=300)
+    assert again.returncode == 0, again.stderr
+    with (out / "grades.csv").open() as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames
+        rows = {row["student"]: row for row in reader}
+    assert header[:5] == ["student", "student_id", "name", "score", "max"]
+    assert set(rows) == {"alice", "bob"}
+    assert rows["alice"]["score"] == "20" and rows["alice"]["status"] == "ok"  # kept
+    assert rows["bob"]["score"] == "20" and rows["bob"]["status"] == "ok"  # regraded
+    assert (rows["alice"]["student_id"], rows["alice"]["name"]) == ("s-001", "Lovelace, Ada")
+    assert (rows["bob"]["student_id"], rows["bob"]["name"]) == ("s-002", "Bob Babbage")
+    lms = list(csv.reader((out / "grades-lms.csv").open()))
+    assert lms == [["student_id", "name", "total"], ["s-001", "Lovelace, Ada", "20"],
+                   ["s-002", "Bob Babbage", "20"]]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary file left"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("folder,name\nalice,Ada\n")
+    refused = autograde("all", str(regrade), "--out", str(out), "--roster", str(bad))
+    assert refused.returncode == 2 and "no column student_id" in refused.stderr
+    assert list(csv.DictReader((out / "grades.csv").open())) == list(rows.values())
+
+
+def test_grade_all_reports_readable_hidden_checks_once(tmp_path, submissions):
+    """Hidden checks others can read are reported once, before the batch: refused where only
+    permissions hide them (the uid layer), a note under bubblewrap."""
+    hidden = tmp_path / "hidden"
+    shutil.copytree(HIDDEN, hidden)
+    os.chmod(hidden, 0o755)
+    for path in hidden.iterdir():
+        os.chmod(path, 0o644)
+    shutil.rmtree(submissions / "carol")
+    refused = autograde("all", str(submissions), "--out", str(tmp_path / "o1"), "--sandbox",
+                        "uid", "--hidden-dir", str(hidden), "--checks", "index_html")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.count("can be read by others") == 1, refused.stderr
+    assert not (tmp_path / "o1" / "grades.csv").exists(), "refused before the batch"
+    noted = autograde("all", str(submissions), "--out", str(tmp_path / "o2"), "--hidden-dir",
+                      str(hidden), "--checks", "index_html", timeout=300)
+    assert noted.returncode == 0, noted.stderr
+    assert noted.stderr.count("can be read by others") == 1, noted.stderr
+    missing = autograde("all", str(submissions), "--out", str(tmp_path / "o3"), "--hidden-dir",
+                        str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "not a directory" in missing.stderr
+
+
 def test_grade_all_stops_cleanly_on_sigterm(tmp_path, submissions):
     out = tmp_path / "out"
     scratch = tmp_path / "tmp"
