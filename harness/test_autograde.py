@@ -9,6 +9,11 @@
 - `all` grades a folder of submissions into grades.csv (ok, build-failed, timeout), and SIGTERM
   stops every submission's processes, removes temporary directories and marks what did not
   finish incomplete;
+- each stage is built and graded on its own (a stage 3 that does not build leaves stage 2's
+  points); a lone http_server.py (the earlier project's layout) gets full marks with no
+  options, and lab-submission.toml submissions are graded as they say;
+- a regrade merges into grades.csv, --roster adds ids and names (and grades-lms.csv), and
+  hidden checks others can read are reported once, before the batch;
 - a batch of hostile submissions, one per attack on the grader, graded with the default
   options and again through the Gradescope dry run, changes no score, reads nothing hidden,
   harms no neighbour and leaves nothing running (the uid-only layer too, for what it stops).
