@@ -755,3 +755,5 @@ def test_package_carries_every_option(tmp_path):
     assert settings["budget"] == 300 and settings["log_lines"] == 5
     old = autograde("package", "gradescope", str(package), "--run-as", "nobody")
     assert old.returncode == 2, "an option the zip cannot carry must be refused, not dropped"
+    roster = autograde("package", "gradescope", str(package), "--roster", str(tmp_path / "r.csv"))
+    assert roster.returncode == 2, "--roster is grade-all's: a zip grades one student at a time"
