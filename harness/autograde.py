@@ -23,7 +23,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -100,7 +100,9 @@ def sandbox_layer(requested: str, unsandboxed: bool) -> str:
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    problems = [f"--hidden-dir {d}: not a directory" for d in args.hidden_dir if not d.is_dir()]
+    problems = [f"--hidden-dir {d}: not a directory (keep the course's hidden checks in a folder "
+                f"of their own, readable by you only; harness/README-grading.md, Hidden checks)"
+                for d in args.hidden_dir if not d.is_dir()]
     problems += [f"--rubric {args.rubric}: no such file"] if not args.rubric.is_file() else []
     if problems:
         print(f"autograde.py: error: {problems[0]}", file=sys.stderr)
@@ -242,6 +244,23 @@ def cmd_all(args: argparse.Namespace) -> int:
         print(f"autograde.py: error: {root} holds no submission folders", file=sys.stderr)
         return 2
     config.sandbox = sandbox_layer(config.sandbox, args.unsandboxed_as_me)
+    roster = read_roster(args.roster) if args.roster else None
+    exposed = exposed_hidden_checks(config.hidden_dirs)
+    if exposed and config.sandbox not in ("bwrap", "none"):
+        print(f"autograde.py: error: {len(exposed)} hidden check file(s) in {exposed[0].parent} "
+              f"can be read by others: under the {config.sandbox} layer a submission could print "
+              f"them into a visible check's log. Make the hidden checks readable by their owner "
+              f"only (chmod -R go-rwx {exposed[0].parent})", file=sys.stderr)
+        return 2
+    if exposed:
+        print(f"autograde.py: note: {len(exposed)} hidden check file(s) in {exposed[0].parent} "
+              f"can be read by others (bubblewrap hides them from submissions; chmod -R go-rwx "
+              f"{exposed[0].parent} all the same)", file=sys.stderr)
+    if roster is not None:
+        unknown = [name for name in students if name not in roster]
+        if unknown:
+            print(f"autograde.py: note: {len(unknown)} folder(s) not in the roster (no student "
+                  f"id in the output): {', '.join(unknown)}", file=sys.stderr)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.chmod(out, 0o700)  # students' results, hidden checks' included: the grader's only
@@ -276,35 +295,118 @@ def cmd_all(args: argparse.Namespace) -> int:
         for thread in workers:
             while thread.is_alive():
                 thread.join(0.2)
-    write_grades(out / "grades.csv", students, outcomes, errors)
+    write_grades(out / "grades.csv", students, outcomes, errors, roster)
+    if roster is not None:
+        write_lms(out / "grades-lms.csv", out / "grades.csv")
     finished = sum(o is not None and o.status != "incomplete" for o in outcomes.values())
-    print(f"{finished} of {len(students)} submissions graded: {out / 'grades.csv'}")
+    print(f"{finished} of {len(students)} submissions graded: {out / 'grades.csv'}"
+          + (f" (and {out / 'grades-lms.csv'})" if roster is not None else ""))
     return stopper.status()
 
 
+#: The columns of a roster (--roster FILE), in any order; others are ignored.
+ROSTER_COLUMNS = ("folder", "student_id", "name")
+#: grades.csv's columns before the checks' and after them.
+FIRST_COLUMNS = ["student", "student_id", "name", "score", "max"]
+LAST_COLUMNS = ["status"]
+
+
+def read_roster(path: Path) -> Dict[str, Tuple[str, str]]:
+    """The roster at @p path: submission folder → (student id, name). Exits 2 on a roster
+    without the columns, with a folder twice, or unreadable."""
+    def fail(why: str):
+        print(f"autograde.py: error: --roster {path}: {why}", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in ROSTER_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                fail(f"no column {', '.join(missing)} (the header needs {', '.join(ROSTER_COLUMNS)})")
+            roster: Dict[str, Tuple[str, str]] = {}
+            for line, row in enumerate(reader, 2):
+                folder = (row["folder"] or "").strip()
+                if not folder:
+                    fail(f"line {line}: no folder")
+                if folder in roster:
+                    fail(f"line {line}: folder {folder} listed twice")
+                roster[folder] = ((row["student_id"] or "").strip(), (row["name"] or "").strip())
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        fail(str(error))
+    return roster
+
+
+def exposed_hidden_checks(directories: List[Path]) -> List[Path]:
+    """The hidden check files that users other than their owner and group may read (their
+    folder open to others, the file readable by others): a submission's uid, in no group, is
+    such a user. (Reported by folder only: a check's file name is its id, kept from output.)"""
+    return [path for directory in directories if directory.stat().st_mode & 0o001
+            for path in sorted(directory.glob("*.py")) if path.stat().st_mode & 0o004]
+
+
+def read_grades(path: Path) -> Tuple[List[str], List[Dict[str, str]]]:
+    """The columns and rows of an earlier grades.csv at @p path (none if there is none)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            return list(reader.fieldnames or []), list(reader)
+    except FileNotFoundError:
+        return [], []
+
+
 def write_grades(path: Path, students: List[str], outcomes: Dict[str, Optional[Outcome]],
-                 errors: Dict[str, str]) -> None:
-    """grades.csv: student, score, max, the points of every check, status. A student
-    whose grading broke (the grader could not run) is "error"; one never finished, "incomplete"."""
-    columns: List[str] = []
+                 errors: Dict[str, str],
+                 roster: Optional[Dict[str, Tuple[str, str]]] = None) -> None:
+    """grades.csv: student, student_id, name (from the roster), score, max, the points of
+    every check, status. A student whose grading broke (the grader could not run) is "error";
+    one never finished, "incomplete". An earlier grades.csv is merged into: the rows of
+    students not graded now are kept (their id and name refreshed from @p roster), and the
+    file is replaced atomically."""
+    old_columns, old_rows = read_grades(path)
+    columns: List[str] = [c for c in old_columns if c not in FIRST_COLUMNS + LAST_COLUMNS]
     for outcome in outcomes.values():
         for name in (outcome.points if outcome else {}):
             if name not in columns:
                 columns.append(name)
+    rows: Dict[str, Dict[str, str]] = {row["student"]: row for row in old_rows if row.get("student")}
+    for name in students:
+        outcome = outcomes[name]
+        earlier = rows.get(name, {})
+        row = {"student": name, "student_id": earlier.get("student_id", ""),
+               "name": earlier.get("name", "")}
+        if outcome is None:
+            row["status"] = "error" if name in errors else "incomplete"
+        else:
+            r = outcome.results
+            row.update({"score": f"{r['score']:g}", "max": f"{r['max_score']:g}",
+                        "status": outcome.status,
+                        **{c: f"{p:g}" for c, p in outcome.points.items()}})
+        rows[name] = row
+    for name, row in rows.items():
+        if roster is not None:
+            row["student_id"], row["name"] = roster.get(name, ("", ""))
+    tmp = path.with_name("." + path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, FIRST_COLUMNS + columns + LAST_COLUMNS, restval="",
+                                extrasaction="ignore")
+        writer.writeheader()
+        for name in sorted(rows):
+            writer.writerow(rows[name])
+    os.replace(tmp, path)
+
+
+def write_lms(path: Path, grades: Path) -> None:
+    """grades-lms.csv, for a learning management system's grade import: student_id, name,
+    total (the score), one row per student of the roster found in @p grades; replaced
+    atomically."""
+    _, rows = read_grades(grades)
     tmp = path.with_name("." + path.name + ".tmp")
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["student", "score", "max", *columns, "status"])
-        for name in students:
-            outcome = outcomes[name]
-            if outcome is None:
-                status = "error" if name in errors else "incomplete"
-                writer.writerow([name, "", "", *[""] * len(columns), status])
-                continue
-            r = outcome.results
-            writer.writerow([name, f"{r['score']:g}", f"{r['max_score']:g}",
-                             *[f"{outcome.points[c]:g}" if c in outcome.points else "" for c in columns],
-                             outcome.status])
+        writer.writerow(["student_id", "name", "total"])
+        for row in rows:
+            if row.get("student_id"):
+                writer.writerow([row["student_id"], row["name"], row["score"]])
     os.replace(tmp, path)
 
 
@@ -414,6 +516,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     batch.add_argument("--out", type=Path, required=True, metavar="OUT")
     batch.add_argument("--jobs", type=positive_int, default=1, metavar="N",
                        help="submissions graded at once (default 1: the checks time things)")
+    batch.add_argument("--roster", type=Path, metavar="FILE",
+                       help="CSV with columns folder,student_id,name: adds each student's id and "
+                            "name to grades.csv and writes grades-lms.csv (student_id,name,total)")
     add_config_options(batch, budget=900)
     batch.set_defaults(func=cmd_all)
     package = sub.add_parser("package", help="write an autograder package")

@@ -9,6 +9,11 @@
 - `all` grades a folder of submissions into grades.csv (ok, build-failed, timeout), and SIGTERM
   stops every submission's processes, removes temporary directories and marks what did not
   finish incomplete;
+- each stage is built and graded on its own (a stage 3 that does not build leaves stage 2's
+  points); a lone http_server.py (the earlier project's layout) gets full marks with no
+  options, and lab-submission.toml submissions are graded as they say;
+- a regrade merges into grades.csv, --roster adds ids and names (and grades-lms.csv), and
+  hidden checks others can read are reported once, before the batch;
 - a batch of hostile submissions, one per attack on the grader, graded with the default
   options and again through the Gradescope dry run, changes no score, reads nothing hidden,
   harms no neighbour and leaves nothing running (the uid-only layer too, for what it stops).
@@ -49,6 +54,8 @@ QUIRKY = HARNESS_DIR / "testdata" / "quirky_server.py"
 #: The kit's own files, without build output or history: what a student's repository holds.
 WORKFLOW = ".github/workflows/classroom.yml"
 NOT_SOURCE = shutil.ignore_patterns(".git", "build", "build-*", "__pycache__", "grade-results")
+#: Grading student code takes root (to run it as a uid of its own).
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="grading student code needs root")
 
 
 @pytest.fixture(autouse=True)
@@ -144,11 +151,16 @@ def test_gradescope_submission_that_does_not_compile(tmp_path, gradescope_zip):
     main = broken / "stage3_limited" / "main.cpp"
     main.write_text(main.read_text() + "\nint this_does_not_compile = ;\n")
     results = fake_autograder(tmp_path, gradescope_zip, broken)
-    assert results["score"] == 0 and results["max_score"] == 180
+    # Each stage is built on its own: stage 2 keeps its points (issue 21, Found 3).
+    stage2 = [t for t in results["tests"] if t["name"].startswith("stage2_threaded/")]
+    stage3 = [t for t in results["tests"] if t["name"].startswith("stage3_limited/")]
+    assert all(t["status"] == "passed" for t in stage2), [t["output"] for t in stage2]
+    assert results["score"] == 70 + 5 and results["max_score"] == 180
     assert results["extra_data"]["status"] == "build-failed"
-    assert "The submission was not built" in results["output"]
+    assert "stage3_limited: not graded: stage3_limited was not built" in results["output"]
     assert "main.cpp" in results["output"] and "error:" in results["output"]
-    assert all(t["output"].startswith("not run: the submission was not built") for t in results["tests"])
+    assert stage3 and all(t["output"].startswith("not run: stage3_limited was not built")
+                          for t in stage3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,10 +224,12 @@ PRESETS = json.dumps({
 })
 
 
-def fake_submission(root: Path, name: str, server: str, cmake_extra: str = "") -> Path:
+def fake_submission(root: Path, name: str, server: str, cmake_extra: str = "",
+                    broken: str = "") -> Path:
     """A CMake project whose two stages are shell wrappers running @p server, with a copy of
     quirky_server.py (a server may run ``${CMAKE_SOURCE_DIR}/quirky_server.py``: the grader
-    builds and runs a copy of the submission, which sees nothing of the kit)."""
+    builds and runs a copy of the submission, which sees nothing of the kit); building the
+    stage named @p broken fails, as a compiler error would."""
     folder = root / name
     folder.mkdir(parents=True)
     shutil.copy(QUIRKY, folder / "quirky_server.py")
@@ -231,6 +245,13 @@ foreach(stage stage2_threaded stage3_limited)
   add_custom_target(${{stage}})
 endforeach()
 """)
+    if broken:
+        text = (folder / "CMakeLists.txt").read_text()
+        (folder / "CMakeLists.txt").write_text(text.replace(
+            "  add_custom_target(${stage})\n",
+            f'  if(stage STREQUAL "{broken}")\n'
+            f'    add_custom_target(${{stage}} COMMAND sh -c "echo main.cpp:7: error: {broken} broken; exit 1")\n'
+            f"  else()\n    add_custom_target(${{stage}})\n  endif()\n"))
     return folder
 
 
@@ -263,6 +284,166 @@ def test_grade_all(tmp_path, submissions):
     assert rows["carol"]["status"] == "timeout"
     assert json.loads((out / "carol" / "results.json").read_text())["output"].startswith("INCOMPLETE")
     assert not no_process_mentions(token), "carol's server outlived her time budget"
+
+
+def test_grade_all_stage_that_does_not_build_keeps_the_others(tmp_path):
+    """Each stage is built and graded on its own: a stage 3 that does not compile scores 0,
+    stage 2 keeps its points (issue 21, Found 3)."""
+    root = tmp_path / "submissions"
+    server = f"{sys.executable} ${{CMAKE_SOURCE_DIR}}/quirky_server.py"
+    fake_submission(root, "dave", server, broken="stage3_limited")
+    out = tmp_path / "out"
+    proc = autograde("all", str(root), "--out", str(out), "--budget", "60",
+                     "--checks", "index_html,traversal", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["student"]: row for row in csv.DictReader((out / "grades.csv").open())}
+    dave = rows["dave"]
+    assert dave["status"] == "build-failed"
+    assert dave["score"] == "20" and dave["max"] == "40", dave
+    assert dave["stage2_threaded/index_html"] == "10" and dave["stage2_threaded/traversal"] == "10"
+    assert dave["stage3_limited/index_html"] == "0"
+    results = json.loads((out / "dave" / "results.json").read_text())
+    assert "stage3_limited: not graded: stage3_limited was not built" in results["output"]
+    assert "main.cpp:7: error: stage3_limited broken" in results["output"]
+    stage3 = [t for t in results["tests"] if t["name"].startswith("stage3_limited/")]
+    assert stage3 and all(t["output"].startswith("not run: stage3_limited was not built")
+                          for t in stage3)
+
+
+PYTHON_SERVER = REPO_DIR / "python" / "http_server.py"
+
+
+@needs_root
+def test_grade_all_python_submission_in_the_earlier_layout(tmp_path):
+    """One http_server.py alone, as the earlier project handed it in: ./lab grade-all with no
+    options runs it as `python3 http_server.py -p PORT` (+ the limits for stage 3) in a copy of
+    the document root, sandboxed, and gives the reference full marks (issue 21, Found 2)."""
+    folder = tmp_path / "submissions" / "erin"
+    folder.mkdir(parents=True)
+    shutil.copy(PYTHON_SERVER, folder / "http_server.py")
+    out = tmp_path / "out"
+    proc = subprocess.run([str(REPO_DIR / "lab"), "grade-all", str(tmp_path / "submissions"),
+                           "--out", str(out)], capture_output=True, text=True, timeout=900,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {row["student"]: row for row in csv.DictReader((out / "grades.csv").open())}
+    results = json.loads((out / "erin" / "results.json").read_text())
+    failed = {t["name"]: t["output"] for t in results["tests"] if t["status"] != "passed"}
+    assert not failed, failed
+    assert rows["erin"]["status"] == "ok"
+    assert rows["erin"]["score"] == rows["erin"]["max"] == "170"
+    assert results["extra_data"]["sandbox"] == "bwrap"
+    build_log = (out / "erin" / "build.log").read_text()
+    assert "http_server.py (Python" in build_log
+
+
+MANIFEST_TEXT = """
+# the same server, under another name, its own way
+[stage2_threaded]
+run = "python3 my_server.py -p {port} -r {root}"
+
+[stage3_limited]
+build = "cp my_server.py limited.py"
+run = "cd {root} && python3 {src}/limited.py -p {port} -maxclient {maxclient} -maxtotal {maxtotal}"
+"""
+
+
+@needs_root
+def test_grade_all_manifest_submission(tmp_path):
+    """lab-submission.toml says per stage how to build and run: graded right; a manifest with
+    an unknown placeholder is refused with a clear message, a missing stage scores 0 there."""
+    root = tmp_path / "submissions"
+    good = root / "frank"
+    good.mkdir(parents=True)
+    shutil.copy(PYTHON_SERVER, good / "my_server.py")
+    (good / "lab-submission.toml").write_text(MANIFEST_TEXT)
+    typo = root / "gina"
+    typo.mkdir()
+    shutil.copy(PYTHON_SERVER, typo / "my_server.py")
+    (typo / "lab-submission.toml").write_text(
+        '[stage2_threaded]\nrun = "python3 my_server.py -p {prot}"\n')
+    half = root / "hank"
+    half.mkdir()
+    shutil.copy(PYTHON_SERVER, half / "my_server.py")
+    (half / "lab-submission.toml").write_text(MANIFEST_TEXT.split("[stage3_limited]")[0])
+    out = tmp_path / "out"
+    proc = autograde("all", str(root), "--out", str(out), "--jobs", "2", "--checks",
+                     "index_html,traversal", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = {row["student"]: row for row in csv.DictReader((out / "grades.csv").open())}
+    frank = json.loads((out / "frank" / "results.json").read_text())
+    failed = {t["name"]: t["output"] for t in frank["tests"] if t["status"] != "passed"}
+    assert not failed, failed
+    assert rows["frank"]["status"] == "ok" and rows["frank"]["score"] == rows["frank"]["max"]
+    assert rows["gina"]["status"] == "build-failed" and rows["gina"]["score"] == "0"
+    gina = json.loads((out / "gina" / "results.json").read_text())["output"]
+    assert "unknown placeholder {prot}" in gina
+    assert rows["hank"]["status"] == "build-failed"
+    assert rows["hank"]["stage2_threaded/index_html"] == "10"
+    assert rows["hank"]["stage3_limited/index_html"] == "0"
+    hank = json.loads((out / "hank" / "results.json").read_text())["output"]
+    assert "lab-submission.toml has no [stage3_limited]" in hank
+
+
+def test_grade_all_regrade_merges_and_roster(tmp_path, submissions):
+    """A regrade of one student merges into grades.csv (the other rows kept); --roster adds
+    each student's id and name, and grades-lms.csv holds student_id,name,total (issue 21)."""
+    out = tmp_path / "out"
+    shutil.rmtree(submissions / "carol")
+    first = autograde("all", str(submissions), "--out", str(out), "--checks", "index_html",
+                      timeout=300)
+    assert first.returncode == 0, first.stderr
+    regrade = tmp_path / "regrade"
+    fake_submission(regrade, "bob", f"{sys.executable} ${{CMAKE_SOURCE_DIR}}/quirky_server.py")
+    roster = tmp_path / "roster.csv"
+    roster.write_text("student_id,name,folder,section\n"
+                      "s-001,\"Lovelace, Ada\",alice,A\ns-002,Bob Babbage,bob,B\n"
+                      "s-003,Carol Absent,carol,B\n")
+    again = autograde("all", str(regrade), "--out", str(out), "--checks", "index_html",
+                      "--roster", str(roster), timeout=300)
+    assert again.returncode == 0, again.stderr
+    with (out / "grades.csv").open() as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames
+        rows = {row["student"]: row for row in reader}
+    assert header[:5] == ["student", "student_id", "name", "score", "max"]
+    assert set(rows) == {"alice", "bob"}
+    assert rows["alice"]["score"] == "20" and rows["alice"]["status"] == "ok"  # kept
+    assert rows["bob"]["score"] == "20" and rows["bob"]["status"] == "ok"  # regraded
+    assert (rows["alice"]["student_id"], rows["alice"]["name"]) == ("s-001", "Lovelace, Ada")
+    assert (rows["bob"]["student_id"], rows["bob"]["name"]) == ("s-002", "Bob Babbage")
+    lms = list(csv.reader((out / "grades-lms.csv").open()))
+    assert lms == [["student_id", "name", "total"], ["s-001", "Lovelace, Ada", "20"],
+                   ["s-002", "Bob Babbage", "20"]]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary file left"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("folder,name\nalice,Ada\n")
+    refused = autograde("all", str(regrade), "--out", str(out), "--roster", str(bad))
+    assert refused.returncode == 2 and "no column student_id" in refused.stderr
+    assert list(csv.DictReader((out / "grades.csv").open())) == list(rows.values())
+
+
+def test_grade_all_reports_readable_hidden_checks_once(tmp_path, submissions):
+    """Hidden checks others can read are reported once, before the batch: refused where only
+    permissions hide them (the uid layer), a note under bubblewrap."""
+    hidden = tmp_path / "hidden"
+    shutil.copytree(HIDDEN, hidden)
+    os.chmod(hidden, 0o755)
+    for path in hidden.iterdir():
+        os.chmod(path, 0o644)
+    shutil.rmtree(submissions / "carol")
+    refused = autograde("all", str(submissions), "--out", str(tmp_path / "o1"), "--sandbox",
+                        "uid", "--hidden-dir", str(hidden), "--checks", "index_html")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.count("can be read by others") == 1, refused.stderr
+    assert not (tmp_path / "o1" / "grades.csv").exists(), "refused before the batch"
+    noted = autograde("all", str(submissions), "--out", str(tmp_path / "o2"), "--hidden-dir",
+                      str(hidden), "--checks", "index_html", timeout=300)
+    assert noted.returncode == 0, noted.stderr
+    assert noted.stderr.count("can be read by others") == 1, noted.stderr
+    missing = autograde("all", str(submissions), "--out", str(tmp_path / "o3"), "--hidden-dir",
+                        str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "not a directory" in missing.stderr
 
 
 def test_grade_all_stops_cleanly_on_sigterm(tmp_path, submissions):
@@ -324,9 +505,6 @@ ATTACKS = ("tamper", "reader", "chain", "kitwriter", "spy", "biglog", "procs")
 TRUE_SHARE = {**{f"h-{attack}": 1.0 for attack in ATTACKS}, "h-reader": 0.0,
               "aa-honest": 1.0, "zz-honest": 1.0}
 MAX_OUTPUT_BYTES = 200 << 20
-
-#: Grading student code takes root (to run it as a uid of its own).
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="grading student code needs root")
 
 
 def make_batch(root: Path, aims: dict, marker: str) -> dict:
@@ -656,3 +834,5 @@ def test_package_carries_every_option(tmp_path):
     assert settings["budget"] == 300 and settings["log_lines"] == 5
     old = autograde("package", "gradescope", str(package), "--run-as", "nobody")
     assert old.returncode == 2, "an option the zip cannot carry must be refused, not dropped"
+    roster = autograde("package", "gradescope", str(package), "--roster", str(tmp_path / "r.csv"))
+    assert roster.returncode == 2, "--roster is grade-all's: a zip grades one student at a time"

@@ -473,6 +473,18 @@ def test_limit_failures_say_what_kind(tmp_path, switch, says):
     assert says in test["output"], test["output"]
 
 
+def test_stub_refusal_blames_the_stub_not_the_limits(tmp_path):
+    """With stage 2's stub in place (a TODO(student) line in the log, 503 to everyone), the
+    per_client_limit hint quotes that line instead of blaming ignored limits (issue 21, 8)."""
+    _, results, _ = grade(tmp_path, quirky("--stub-503"), "limited", "--checks", "per_client_limit",
+                          timeout=90)
+    test = by_id(results)["per_client_limit"]
+    assert test["status"] == "failed"
+    assert "TODO(student): ThreadSet::spawn() is not written yet: 503, no thread" in test["output"]
+    assert "not from the limits" in test["output"], test["output"]
+    assert "ignore the limits" not in test["output"], test["output"]
+
+
 def test_no_total_limit_is_told(tmp_path):
     _, results, _ = grade(tmp_path, quirky("--no-limits"), "limited", "--checks", "total_limit",
                           timeout=90)

@@ -27,6 +27,10 @@ from .server import ServerProcess, tail_bytes
 
 #: Files every document root must hold (the checks fetch them).
 REQUIRED_FILES = ("index.html", "logo.png", "style.css", "guide.pdf")
+#: What a handout's stubs print where a part is not written yet.
+TODO_MARK = "TODO(student)"
+#: Longest log line quoted in a hint.
+TODO_LINE_CHARS = 200
 
 #: Test files the grader adds to the document root, with their sizes.
 TEST_FILES = {"grader-data/big.bin": 2 << 20, "grader-data/medium.bin": 300_000}
@@ -134,6 +138,19 @@ class CheckContext:
                 target = self.settings.logs_dir / f"{self.check.id}.{suffix}"
                 with open(target, "ab") as sink:
                     sink.write(data)
+
+    def todo_line(self) -> str:
+        """The last ``TODO(student)`` line of the server's logs (a handout stub saying what it
+        does instead of its part: 503 to everyone, say), at most TODO_LINE_CHARS; "" if none."""
+        if self.server is None:
+            return ""
+        found = ""
+        for path in (self.server.stdout_path, self.server.stderr_path):
+            text = tail_bytes(path, 64 << 10).decode("utf-8", "replace")
+            lines = [line.strip() for line in text.splitlines() if TODO_MARK in line]
+            if lines:
+                found = lines[-1][:TODO_LINE_CHARS]
+        return found
 
     def log_sizes(self) -> int:
         """The largest size of the server's two logs, in bytes."""
@@ -274,7 +291,11 @@ class CheckContext:
             problem = (f"{len(closed)} of {len(socks)} idle connections (within the limits) were "
                        f"answered or closed at once; connection #{index + 1} from "
                        f"{source_ips[index]} got: {httpclient.describe(raw, how)}")
-            if is_refusal(raw):
+            todo = self.todo_line() if is_refusal(raw) else ""
+            if todo:
+                problem += (f". The server's log says {todo!r}: the refusal comes from code "
+                            f"not written yet, not from the limits; finish that part first")
+            elif is_refusal(raw):
                 same = source_ips[:index + 1].count(source_ips[index])
                 problem += (f". It was refused as connection {same} from that address and "
                             f"{index + 1} in all, within -maxclient {self.maxclient} and "

@@ -24,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from . import contract
 from .sandbox import (Caps, Sandbox, near_cap, private_loopback, processes_of, secure_tree,
@@ -122,24 +122,8 @@ def grade_submission(submission: Path, out: Path, config: Config,
                 os.chown(sandbox.tmp, uid, uid)
                 sandbox.writable = [source]
             build_log = reports / "build.log"
-            built, why = build(source, build_log, config, sandbox, token, deadline, stop, notes)
-            if not built:
-                status = ("timeout" if why == "timeout" else
-                          "incomplete" if why == "stopped" else "build-failed")
-                results = unbuilt_results(listing, build_log, why, time.monotonic() - started, config)
-            else:
-                parts = []
-                status = "ok"
-                for target in config.targets:
-                    part, part_status = grade_target(source, reports / target.binary, target, config,
-                                                     sandbox, grader_tmp, token, deadline, stop)
-                    parts.append((target, part, listing[target.binary]))
-                    if part_status != "ok":
-                        status = part_status
-                        break
-                for target in config.targets[len(parts):]:
-                    parts.append((target, None, listing[target.binary]))
-                results = merge(parts, status, time.monotonic() - started, config)
+            results, status = build_and_grade(source, reports, build_log, listing, config, sandbox,
+                                              grader_tmp, token, deadline, stop, notes, started)
         finally:
             kill_marked(token)
             sandbox.reap()
@@ -240,13 +224,64 @@ def kill_marked(token: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def build(source: Path, log: Path, config: Config, sandbox: Sandbox, token: str, deadline: float,
-          stop: threading.Event, notes: List[str]) -> Tuple[bool, str]:
-    """Builds the contract's binaries in @p source, inside @p sandbox; adds to @p notes what the
-    student should know (processes left running, caps reached). Returns (built, why not)."""
-    binaries = [t.binary for t in config.targets]
+def build_and_grade(source: Path, reports: Path, build_log: Path,
+                    listing: Dict[str, List[dict]], config: Config, sandbox: Sandbox,
+                    grader_tmp: Path, token: str, deadline: float, stop: threading.Event,
+                    notes: List[str], started: float) -> Tuple[dict, str]:
+    """Builds each stage of the submission in @p source on its own (after the plan's common
+    setup) and grades each one that built; returns (the merged results.json, status). A stage
+    that does not build scores 0; the others keep their points."""
     try:
-        for argv in contract.build_commands(binaries, config.jobs):
+        plan = contract.plan(source, config.targets, config.jobs)
+    except contract.ContractError as error:
+        with open(build_log, "a", encoding="utf-8") as sink:
+            sink.write(f"{error}\n")
+        return unbuilt_results(listing, build_log, str(error), time.monotonic() - started,
+                               config), "build-failed"
+    with open(build_log, "a", encoding="utf-8") as sink:
+        sink.write(f"# {plan.layout}\n")
+    built, why = run_commands(plan.setup, source, build_log, config, sandbox, token, deadline,
+                              stop, notes)
+    if not built:
+        status = "timeout" if why == "timeout" else "incomplete" if why == "stopped" else "build-failed"
+        return unbuilt_results(listing, build_log, why, time.monotonic() - started, config), status
+    parts: List[Part] = []
+    status = "ok"
+    for stage in plan.stages:
+        target = stage.target
+        if status in ("timeout", "incomplete"):
+            parts.append(Part(target, None, listing[target.binary]))
+            continue
+        built, why = (False, stage.unbuildable) if stage.unbuildable else run_commands(
+            stage.build, source, build_log, config, sandbox, token, deadline, stop, notes)
+        if built and stage.product and not (source / stage.product).is_file():
+            built, why = False, f"the build made no {stage.product}"
+        if not built:
+            if why in ("timeout", "stopped"):
+                status = "timeout" if why == "timeout" else "incomplete"
+                parts.append(Part(target, None, listing[target.binary]))
+                continue
+            status = "build-failed"
+            log = tail(build_log, BUILD_LOG_LINES, 16000)
+            parts.append(Part(target, None, listing[target.binary],
+                              f"{target.binary} was not built ({why})", log))
+            continue
+        part, part_status = grade_target(source, reports / target.binary, stage, config,
+                                         sandbox, grader_tmp, token, deadline, stop)
+        parts.append(Part(target, part, listing[target.binary]))
+        if part_status != "ok":
+            status = part_status
+    return merge(parts, status, time.monotonic() - started, config), status
+
+
+def run_commands(commands: List[List[str]], source: Path, log: Path, config: Config,
+                 sandbox: Sandbox, token: str, deadline: float, stop: threading.Event,
+                 notes: List[str]) -> Tuple[bool, str]:
+    """Runs build @p commands in @p source, inside @p sandbox, output to @p log; adds to
+    @p notes what the student should know (processes left running, caps reached). Returns
+    (built, why not): why is "timeout", "stopped" or the failing command in words."""
+    try:
+        for argv in commands:
             with open(log, "a", encoding="utf-8") as sink:
                 sink.write(f"$ {' '.join(argv)}\n")
             how, status, most = run_bounded(argv, source, log, token, deadline, stop, sandbox)
@@ -269,13 +304,12 @@ def build(source: Path, log: Path, config: Config, sandbox: Sandbox, token: str,
     finally:
         try:
             if sandbox.sealed and log.stat().st_size >= sandbox.caps.file_mib << 20:
-                notes.append(f"The build log reached the cap of {sandbox.caps.file_mib} MiB per "
-                             f"file: writing more failed.")
+                note = (f"The build log reached the cap of {sandbox.caps.file_mib} MiB per "
+                        f"file: writing more failed.")
+                if note not in notes:
+                    notes.append(note)
         except OSError:
             pass
-    missing = [b for b in binaries if not (source / "build" / "bin" / b).is_file()]
-    if missing:
-        return False, f"the build made no build/bin/{', build/bin/'.join(missing)}"
     return True, ""
 
 
@@ -348,13 +382,14 @@ def list_checks(config: Config, target: contract.Target) -> List[dict]:
     return json.loads(proc.stdout)
 
 
-def grade_target(source: Path, out: Path, target: contract.Target, config: Config,
+def grade_target(source: Path, out: Path, stage: contract.Stage, config: Config,
                  sandbox: Sandbox, grader_tmp: Path, token: str, deadline: float,
                  stop: threading.Event) -> Tuple[Optional[dict], str]:
     """Runs grade.py (the grader: outside the sandbox) on one program, each of its servers in
     @p sandbox; returns (its results.json or None, status)."""
+    target = stage.target
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    command = f"{source}/{target.command}"
+    command = stage.command
     args = [*grader_args(config, target), "--server-cmd", command, "--out", str(out),
             "--visibility", config.visibility, "--stdout-visibility", config.stdout_visibility,
             "--log-lines", str(config.log_lines), "--timeout-scale", str(config.timeout_scale),
@@ -387,12 +422,27 @@ class GraderFailed(Exception):
     """The grader itself could not run (a configuration error, not the submission's fault)."""
 
 
-def merge(parts: List[Tuple[contract.Target, Optional[dict], List[dict]]], status: str,
-          elapsed: float, config: Config) -> dict:
+class Part(NamedTuple):
+    """One program's share of a submission's results."""
+
+    target: contract.Target
+    results: Optional[dict]  #: its grade.py results.json; None: not graded
+    listing: List[dict]  #: its checks
+    unbuilt: str = ""  #: why it was not built ("" if it was, or was not reached)
+    build_log: str = ""  #: the end of the build log when it failed
+
+
+def merge(parts: List[Part], status: str, elapsed: float, config: Config) -> dict:
     """One results.json from each program's; programs not graded count their checks as 0."""
     tests = []
     outputs = []
-    for target, results, listing in parts:
+    for part in parts:
+        target, results, listing = part.target, part.results, part.listing
+        if part.unbuilt:
+            tests += not_run_tests(target.binary, listing, part.unbuilt)
+            outputs.append(f"{target.binary}: not graded: {part.unbuilt}. Last lines of the "
+                           f"build log:\n{part.build_log}")
+            continue
         if results is None:
             why = {"timeout": "the time budget ran out", "incomplete": "grading was stopped"}.get(
                 status, "grading did not reach it")
@@ -405,4 +455,5 @@ def merge(parts: List[Tuple[contract.Target, Optional[dict], List[dict]]], statu
         outputs.insert(0, "INCOMPLETE: the time budget ran out; the score is not final.")
     elif status == "incomplete":
         outputs.insert(0, "INCOMPLETE: grading did not finish; the score is not final.")
-    return results_json(tests, "\n".join(outputs), elapsed, config, {"complete": status == "ok"})
+    return results_json(tests, "\n".join(outputs), elapsed, config,
+                        {"complete": status in ("ok", "build-failed")})

@@ -14,6 +14,8 @@ and 503. The switches:
   --leave-behind TOKEN start a process outside the group (`setsid -f`) that sleeps 600 s,
                        with TOKEN on its command line
   --print-uid          print the uid it runs as
+  --stub-503           what the handout's stage 2 stub does: log a TODO(student) line and
+                       answer every client 503, no thread started
 
 Usage: quirky_server.py -p PORT [-r ROOT] [-maxclient N] [-maxtotal N] [switches]
 """
@@ -103,6 +105,7 @@ def main():
     parser.add_argument("--segfault", action="store_true")
     parser.add_argument("--leave-behind")
     parser.add_argument("--print-uid", action="store_true")
+    parser.add_argument("--stub-503", action="store_true")
     args = parser.parse_args()
     if args.r:
         os.chdir(args.r)
@@ -117,6 +120,15 @@ def main():
     listener = socket.create_server(("127.0.0.1", args.p), backlog=256)
     while True:
         conn, (ip, _) = listener.accept()
+        if args.stub_503:
+            print("TODO(student): ThreadSet::spawn() is not written yet: 503, no thread",
+                  file=sys.stderr, flush=True)
+            try:
+                reply(conn, "503 Service Unavailable", b"503 Service Unavailable")
+            except OSError:
+                pass
+            conn.close()
+            continue
         with lock:
             refusal = None
             if not args.no_limits:
