@@ -67,8 +67,7 @@ void ConnectionLimiter::Slot::release() noexcept {
     // // ConnectionLimiter::release()) and from then on hold nothing: a second call does nothing.
     // if (held()) {
     //     thread_local int reached = 0;
-    //     todo(reached,
-    //          "ConnectionLimiter::Slot::release() is not written yet: no slot comes back");
+    //     todo(reached, "ConnectionLimiter::Slot::release() is not written yet: no slot back");
     //     limiter_ = nullptr;  // forgets the slot instead of giving it back
     // }
     // END SOLUTION
