@@ -162,7 +162,7 @@ void cell(std::string& html, const ConnectionLimiter::SlotView& slot) {
     html += "s</span> ";
 }
 
-// Appends one client's heading and cells (client "" is the free places).
+/// @brief Appends one client's heading and cells (client "" is the free places).
 void client_section(std::string& html, const std::string& client, std::size_t held,
                     std::size_t limit, bool full) {
     // Client keys are addresses as inet_ntop() prints them: nothing in them needs escaping.
