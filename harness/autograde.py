@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from grader import contract  # noqa: E402
-from grader.cli import nonnegative_int, positive_float, positive_int  # noqa: E402
+from grader.cli import add_cap_options, nonnegative_int, positive_float, positive_int  # noqa: E402
 from grader.registry import VISIBILITIES  # noqa: E402
 from grader.sandbox import DEFAULT_UIDS, LAYERS, Caps, choose_layer, claim_uid, parse_uid_range  # noqa: E402
 from grader.submission import HARNESS_DIR, Config, GraderFailed, Outcome, grade_submission  # noqa: E402
@@ -65,17 +65,7 @@ def add_config_options(parser: argparse.ArgumentParser, budget: float) -> None:
     sandbox.add_argument("--unsandboxed-as-me", action="store_true",
                          help="run the code as you, with no sandbox: only for your own "
                               "reference solution (the report says so)")
-    sandbox.add_argument("--memory", type=positive_int, default=Caps.memory_mib, metavar="MIB",
-                         help=f"address space per process (default {Caps.memory_mib} MiB)")
-    sandbox.add_argument("--max-procs", type=positive_int, default=Caps.procs, metavar="N",
-                         help=f"processes and threads of one submission (default {Caps.procs})")
-    sandbox.add_argument("--max-file-size", type=positive_int, default=Caps.file_mib, metavar="MIB",
-                         help=f"largest file it may write, logs included (default {Caps.file_mib} MiB)")
-    sandbox.add_argument("--max-reply", type=positive_int, default=64, metavar="MIB",
-                         help="most bytes the grader reads of one reply (default 64 MiB)")
-    sandbox.add_argument("--log-bytes", type=positive_int, default=256, metavar="KIB",
-                         help="end of each server log kept in the output (default 256 KiB; "
-                              "the build log: 4 times that)")
+    add_cap_options(sandbox)
 
 
 def uid_range(text: str):

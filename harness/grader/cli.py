@@ -146,17 +146,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sandbox-tmp", type=Path, metavar="DIR",
                         help="with --sandbox uid or unshare: the server's TMPDIR (bwrap gives "
                              "each run a fresh /tmp of 4 times --max-file-size)")
-    parser.add_argument("--memory", type=positive_int, default=Caps.memory_mib, metavar="MIB",
-                        help=f"sandbox cap: address space per process (default {Caps.memory_mib})")
-    parser.add_argument("--max-procs", type=positive_int, default=Caps.procs, metavar="N",
-                        help=f"sandbox cap: processes and threads (default {Caps.procs})")
-    parser.add_argument("--max-file-size", type=positive_int, default=Caps.file_mib, metavar="MIB",
-                        help=f"sandbox cap: largest file, logs included (default {Caps.file_mib})")
-    parser.add_argument("--max-reply", type=positive_int, default=64, metavar="MIB",
-                        help="most bytes read of one reply (default 64 MiB)")
-    parser.add_argument("--log-bytes", type=positive_int, default=256, metavar="KIB",
-                        help="end of each server log kept in logs/ (default 256 KiB)")
+    add_cap_options(parser)
     return parser.parse_args(argv)
+
+
+#: Defaults of the grader's own caps (the sandbox's are in Caps).
+DEFAULT_REPLY_MIB = 64  #: most bytes read of one reply
+DEFAULT_LOG_KIB = 256  #: end of each log kept in the reports
+
+
+def add_cap_options(parser) -> None:
+    """The caps on a submission (its processes' limits, and what the grader reads and keeps of
+    it), one option each: grade.py and autograde.py take the same ones."""
+    parser.add_argument("--memory", type=positive_int, default=Caps.memory_mib, metavar="MIB",
+                        help=f"address space per process (default {Caps.memory_mib} MiB)")
+    parser.add_argument("--max-procs", type=positive_int, default=Caps.procs, metavar="N",
+                        help=f"processes and threads of one submission (default {Caps.procs})")
+    parser.add_argument("--max-file-size", type=positive_int, default=Caps.file_mib, metavar="MIB",
+                        help=f"largest file it may write, logs included (default {Caps.file_mib} MiB)")
+    parser.add_argument("--max-reply", type=positive_int, default=DEFAULT_REPLY_MIB, metavar="MIB",
+                        help=f"most bytes the grader reads of one reply (default {DEFAULT_REPLY_MIB} MiB)")
+    parser.add_argument("--log-bytes", type=positive_int, default=DEFAULT_LOG_KIB, metavar="KIB",
+                        help=f"end of each log kept in the reports (default {DEFAULT_LOG_KIB} KiB; "
+                             "a build log: 4 times that)")
 
 
 def whole_number(minimum: int):
