@@ -1,6 +1,6 @@
 """Grader of the lab kit: starts any HTTP server command and scores it against a rubric.
 
-Run it with ``harness/grade.py`` (see ``harness/README-grading.md``). A check file for
+Run it with ``harness/grader grade`` (see ``harness/grader/README.md``). A check file for
 ``--hidden-dir`` needs only::
 
     from grader import check

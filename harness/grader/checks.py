@@ -1,5 +1,5 @@
 """The built-in checks. Points, visibility, profiles and timeouts here are defaults: the
-rubric file (harness/rubric.toml) is what a course edits.
+rubric file (harness/grader/rubric.toml) is what a course edits.
 
 Every check gets a fresh server on a fresh copy of the document root. Clients that must look
 different to the server use different loopback source addresses (127.x.y.z); the grader's

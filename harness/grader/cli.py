@@ -22,9 +22,9 @@ from . import httpclient
 from .sandbox import LAYERS, Caps, Sandbox, choose_layer
 from .server import PLACEHOLDERS, absolutize, as_user, validate_template
 
-HARNESS_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_RUBRIC = HARNESS_DIR / "rubric.toml"
-DEFAULT_ROOT = HARNESS_DIR.parent / "www"
+GRADER_DIR = Path(__file__).resolve().parent
+DEFAULT_RUBRIC = GRADER_DIR / "rubric.toml"
+DEFAULT_ROOT = GRADER_DIR.parents[1] / "www"
 
 EPILOG = """\
 placeholders in --server-cmd (values are shell-quoted; do not quote them yourself):
@@ -33,7 +33,7 @@ placeholders in --server-cmd (values are shell-quoted; do not quote them yoursel
 
 The command runs under /bin/sh -c, in its own process group, with the document root as its
 working directory (so a server that serves its cwd works); a plain word naming an existing
-file relative to where grade.py was started (my_server.py, build/bin/stage1_sequential) is
+file relative to where the grader was started (my_server.py, build/bin/stage1_sequential) is
 made absolute first. Each check starts a fresh instance and stops it afterwards (SIGTERM to
 the group, then SIGKILL). The server must listen on 127.0.0.1:{{port}}; the grader waits
 until a TCP connection succeeds.
@@ -46,8 +46,8 @@ profiles:
               and closing connections gives the slots back
 
 examples:
-  grade.py --server-cmd "build/bin/stage3_limited -p {{port}} -r {{root}} -maxclient {{maxclient}} -maxtotal {{maxtotal}}" --profile limited
-  grade.py --server-cmd "python3 -m http.server {{port}} --bind 127.0.0.1" --profile limited
+  ./lab grade --server-cmd "build/bin/stage3_limited -p {{port}} -r {{root}} -maxclient {{maxclient}} -maxtotal {{maxtotal}}" --profile limited
+  ./lab grade --server-cmd "python3 -m http.server {{port}} --bind 127.0.0.1" --profile limited
 
 exit status: 0 when grading ran (whatever the score, unless --fail-under), 1 when the score
 is below --fail-under, 2 on usage errors, 128+N when stopped by signal N (SIGINT, SIGTERM:
@@ -85,7 +85,7 @@ REPORTS = ("results.json", "junit.xml", "summary.txt")
 def parse_args(argv: list[str]) -> argparse.Namespace:
     placeholders = "\n".join(f"  {{{name}}}{' ' * (12 - len(name))}{text}" for name, text in PLACEHOLDERS.items())
     parser = Parser(
-        prog="grade.py",
+        prog="./lab grade",
         description="Grade an HTTP/1.0 static-file server: start it per check, probe it over "
                     "real sockets, score it against a rubric, write junit.xml and results.json.",
         epilog=EPILOG.format(placeholders=placeholders),
@@ -109,7 +109,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "checks are hidden unless they or the rubric say otherwise; repeatable")
     parser.add_argument("--rubric", type=Path, default=DEFAULT_RUBRIC, metavar="FILE",
                         help="rubric (.toml or .json): points, visibility, profiles and timeout "
-                             "per check id (default harness/rubric.toml)")
+                             "per check id (default harness/grader/rubric.toml)")
     parser.add_argument("--timeout-scale", type=positive_float, default=1.0, metavar="F",
                         help="multiply every timeout and deadline by F (slow machines: 2 or 3)")
     parser.add_argument("--startup-timeout", type=positive_float, default=10.0, metavar="S",
@@ -139,7 +139,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sandbox", choices=("auto", *LAYERS), metavar="LAYER",
                         help="with --run-as: also run the server in a sandbox, "
                              "auto|bwrap|unshare|uid (default uid: --run-as alone); "
-                             "harness/README-grading.md, Sandbox")
+                             "harness/grader/README.md, Sandbox")
     parser.add_argument("--sandbox-writable", type=Path, action="append", default=[],
                         metavar="DIR", help="with --sandbox bwrap: a directory the server sees "
                                             "and may write (where its program is); repeatable")
@@ -157,7 +157,7 @@ DEFAULT_LOG_KIB = 256  #: end of each log kept in the reports
 
 def add_cap_options(parser) -> None:
     """The caps on a submission (its processes' limits, and what the grader reads and keeps of
-    it), one option each: grade.py and autograde.py take the same ones."""
+    it), one option each: the grade and batch commands take the same ones."""
     parser.add_argument("--memory", type=positive_int, default=Caps.memory_mib, metavar="MIB",
                         help=f"address space per process (default {Caps.memory_mib} MiB)")
     parser.add_argument("--max-procs", type=positive_int, default=Caps.procs, metavar="N",
@@ -261,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         return grade(argv)
     except UsageError as error:
         remove_stale_reports(out_from(argv))
-        print("usage: grade.py --server-cmd CMD --profile PROFILE [options]  (--help for all)",
+        print("usage: ./lab grade --server-cmd CMD --profile PROFILE [options]  (--help for all)",
               file=sys.stderr)
-        print(f"grade.py: error: {error}", file=sys.stderr)
+        print(f"lab grade: error: {error}", file=sys.stderr)
         return 2
 
 
@@ -289,7 +289,7 @@ def grade(argv: list) -> int:
         raise UsageError(f"--server-cmd: {error}")
     command, changes = absolutize(args.server_cmd, Path.cwd())
     for old, new in changes:
-        print(f"grade.py: note: {old} is relative to {Path.cwd()}: the server runs in its "
+        print(f"lab grade: note: {old} is relative to {Path.cwd()}: the server runs in its "
               f"document root, so the command uses {new}", file=sys.stderr)
     root = args.root.resolve()
     missing = [name for name in REQUIRED_FILES if not (root / name).is_file()]
@@ -310,7 +310,7 @@ def grade(argv: list) -> int:
                                f"checks readable by their owner only (chmod -R go-rwx)")
     for check_id in entries:
         if check_id not in REGISTRY:
-            print(f"grade.py: note: rubric entry {check_id!r} has no check (not loaded): ignored",
+            print(f"lab grade: note: rubric entry {check_id!r} has no check (not loaded): ignored",
                   file=sys.stderr)
     selected = [c for c in rubric.apply(REGISTRY, entries) if args.profile in c.profiles]
     if args.checks:
@@ -380,7 +380,7 @@ def grade(argv: list) -> int:
     except (KeyboardInterrupt, Interrupted) as stop:
         signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGINT
         meta["stopped"] = f"grading was stopped by {signal.Signals(signum).name}"
-        print(f"\ngrade.py: {meta['stopped']}; the server was stopped and the results are "
+        print(f"\nlab grade: {meta['stopped']}; the server was stopped and the results are "
               f"marked incomplete", file=sys.stderr)
         status = 128 + signum
     finally:
@@ -395,7 +395,7 @@ def grade(argv: list) -> int:
     if status == 0 and args.fail_under is not None:
         score, _ = report.totals(final)
         if score < args.fail_under:
-            print(f"grade.py: score {report.fmt_points(score)} is below --fail-under "
+            print(f"lab grade: score {report.fmt_points(score)} is below --fail-under "
                   f"{report.fmt_points(args.fail_under)}", file=sys.stderr)
             status = 1
     return status

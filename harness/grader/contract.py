@@ -1,6 +1,6 @@
 """The submission contract: how a student's repository is built, and which of its programs
 are graded with which profile and command line. The handout's README states it to students
-(harness/handout.py reads it from here); the autograder and ``./lab grade-all`` apply it.
+(harness/handout reads it from here); the autograder and ``./lab grade-all`` apply it.
 
 Each graded program (stage) is built and graded on its own: a stage that does not build
 scores 0 and the others keep their points."""
@@ -60,7 +60,7 @@ def quoted(path: Path) -> str:
     return shlex.quote(str(path)).replace("{", "{{").replace("}", "}}")
 
 
-#: The manifest a submission of any other layout carries at its top (harness/README-grading.md).
+#: The manifest a submission of any other layout carries at its top (harness/grader/README.md).
 MANIFEST = "lab-submission.toml"
 #: Largest manifest read (it is a few lines).
 MANIFEST_BYTES = 64 << 10
@@ -68,7 +68,7 @@ MANIFEST_BYTES = 64 << 10
 PYTHON_SERVER = "http_server.py"
 #: The limits' options of the course's command line, added for the limited profile.
 LIMIT_OPTIONS = "-maxclient {maxclient} -maxtotal {maxtotal}"
-#: Placeholders a manifest's run command may use: grade.py's, and {src} (the submission's folder).
+#: Placeholders a manifest's run command may use: the grade command's, and {src} (the submission's folder).
 RUN_PLACEHOLDERS = ("port", "root", "maxclient", "maxtotal", "src")
 
 
@@ -83,12 +83,12 @@ def plan(source: Path, targets: Sequence[Target], jobs: int) -> Plan:
     if (source / PYTHON_SERVER).is_file():
         return python_plan(source, targets)
     raise ContractError(f"found none of {MANIFEST}, CMakeLists.txt or {PYTHON_SERVER} at the "
-                        f"submission's top folder (harness/README-grading.md, Submissions)")
+                        f"submission's top folder (harness/grader/README.md, Submissions)")
 
 
 def python_plan(source: Path, targets: Sequence[Target]) -> Plan:
     """The earlier project's layout: ``python3 http_server.py -p PORT`` (plus the limits for
-    the limited profile), in a copy of the document root (grade.py's cwd), nothing to build."""
+    the limited profile), in a copy of the document root (the grade command's cwd), nothing to build."""
     stages = []
     for t in targets:
         command = f"python3 {quoted(source / PYTHON_SERVER)} -p {{port}}"
@@ -131,7 +131,7 @@ def commands_of(value: object, where: str) -> List[List[str]]:
 
 
 def run_command(run: object, source: Path, where: str) -> str:
-    """A manifest's run value as grade.py's --server-cmd: started in the submission's top
+    """A manifest's run value as the grade command's --server-cmd: started in the submission's top
     folder unless it changes directory itself; {src} stands for that folder."""
     if not isinstance(run, str) or not run.strip():
         raise ContractError(f"{MANIFEST}: {where}.run must be a shell command")

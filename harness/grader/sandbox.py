@@ -40,7 +40,7 @@ DEFAULT_UIDS = (61000, 61999)
 #: Directory of the lock files that give a uid to one job at a time (the host's, root only).
 UID_LOCK_DIR = Path("/run/lab-grader-uids")
 
-#: Defaults of the caps (each a command-line option of grade.py and autograde.py).
+#: Defaults of the caps (each a command-line option of the grade and batch commands).
 DEFAULT_MEMORY_MIB = 2048  #: address space of each process (RLIMIT_AS)
 DEFAULT_PROCS = 256  #: processes and threads of the submission's uid (RLIMIT_NPROC)
 DEFAULT_FILE_MIB = 64  #: largest file it may write, logs included (RLIMIT_FSIZE)
@@ -133,8 +133,8 @@ SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 def private_loopback() -> bool:
     """Moves the calling thread into a network namespace of its own, with only its loopback
-    up. Whatever the thread starts from then on (a submission's build, grade.py, the servers
-    grade.py starts) shares that loopback, and no other job's processes can reach it: a
+    up. Whatever the thread starts from then on (a submission's build, the grade command, the servers
+    it starts) shares that loopback, and no other job's processes can reach it: a
     submission's server cannot connect to the server of the submission graded beside it, nor
     the other way round. The network namespace is the thread's own, so the grader's other
     threads keep the machine's. False where the kernel refuses (a container without

@@ -4,7 +4,7 @@ run_autograder and ``./lab grade-all`` both come here.
 
 Everything the submission runs (its build, its servers) runs in a sandbox (grader/sandbox.py)
 as a uid of its own, never as root: its copy belongs to that uid alone, and after every run
-every process of that uid is killed. The grader's own processes (grade.py) carry a
+every process of that uid is killed. The grader's own processes (the grade command) carry a
 per-submission token in their environment; stopping a submission (time budget spent, Ctrl-C)
 signals them, then kills whatever still carries the token. Reports are produced in a directory
 the submission never sees, and copied to the output directory once its last process is gone.
@@ -47,7 +47,7 @@ class Config:
     """How submissions are graded (the same for every student of a batch)."""
 
     site: Path = HARNESS_DIR.parent / "www"
-    rubric: Path = HARNESS_DIR / "rubric.toml"
+    rubric: Path = HARNESS_DIR / "grader" / "rubric.toml"
     hidden_dirs: List[Path] = field(default_factory=list)
     maxclient: int = 12
     maxtotal: int = 60
@@ -64,7 +64,7 @@ class Config:
     log_lines: int = 20
     timeout_scale: float = 1.0
     jobs: int = max(1, len(os.sched_getaffinity(0)))  #: parallel compile jobs of one build
-    python: str = sys.executable  #: interpreter for grade.py
+    python: str = sys.executable  #: interpreter for the grade command
 
 
 @dataclass
@@ -104,7 +104,7 @@ def grade_submission(submission: Path, out: Path, config: Config,
     work = Path(tempfile.mkdtemp(prefix="grade-"))  # 0700: the grader's alone, until opened below
     started = time.monotonic()
     listing = {t.binary: list_checks(config, t) for t in config.targets}
-    reports = work / "reports"  # where grade.py writes: the submission never sees it
+    reports = work / "reports"  # where the grade command writes: the submission never sees it
     reports.mkdir(mode=0o700)
     notes: List[str] = []
     try:
@@ -137,7 +137,7 @@ def grade_submission(submission: Path, out: Path, config: Config,
 
 
 def publish(reports: Path, out: Path, config: Config) -> None:
-    """Copies grade.py's reports and the logs (their ends, within the caps) from @p reports to
+    """Copies the grade command's reports and the logs (their ends, within the caps) from @p reports to
     @p out: files 0600, directories 0700."""
     cap = config.log_bytes_kib << 10
     for path in sorted(reports.rglob("*")):
@@ -362,8 +362,8 @@ def results_json(tests: List[dict], output: str, elapsed: float, config: Config,
 
 
 def grader_args(config: Config, target: contract.Target) -> List[str]:
-    """The grade.py options shared by listing and grading @p target."""
-    args = [config.python, str(HARNESS_DIR / "grade.py"), "--profile", target.profile,
+    """The grade command's options shared by listing and grading @p target."""
+    args = [config.python, str(HARNESS_DIR / "grader"), "grade", "--profile", target.profile,
             "--rubric", str(config.rubric), "--root", str(config.site),
             "--maxclient", str(config.maxclient), "--maxtotal", str(config.maxtotal)]
     for directory in config.hidden_dirs:
@@ -385,7 +385,7 @@ def list_checks(config: Config, target: contract.Target) -> List[dict]:
 def grade_target(source: Path, out: Path, stage: contract.Stage, config: Config,
                  sandbox: Sandbox, grader_tmp: Path, token: str, deadline: float,
                  stop: threading.Event) -> Tuple[Optional[dict], str]:
-    """Runs grade.py (the grader: outside the sandbox) on one program, each of its servers in
+    """Runs the grade command (the grader: outside the sandbox) on one program, each of its servers in
     @p sandbox; returns (its results.json or None, status)."""
     target = stage.target
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -412,7 +412,7 @@ def grade_target(source: Path, out: Path, stage: contract.Stage, config: Config,
         return results, "incomplete"
     if status != 0 or results is None:
         last = [line for line in tail(out / "grader.log", 5).splitlines() if line.strip()]
-        raise GraderFailed(f"grade.py exited with status {status} for {target.binary}: "
+        raise GraderFailed(f"the grade command exited with status {status} for {target.binary}: "
                            f"{last[-1] if last else 'no output'}")
     complete = results.get("extra_data", {}).get("complete", False)
     return results, "ok" if complete else "incomplete"
@@ -426,7 +426,7 @@ class Part(NamedTuple):
     """One program's share of a submission's results."""
 
     target: contract.Target
-    results: Optional[dict]  #: its grade.py results.json; None: not graded
+    results: Optional[dict]  #: its grade results.json; None: not graded
     listing: List[dict]  #: its checks
     unbuilt: str = ""  #: why it was not built ("" if it was, or was not reached)
     build_log: str = ""  #: the end of the build log when it failed

@@ -33,7 +33,7 @@ _RESTART_NOTE = ("A server whose run moved that counter is restarted before the 
 
 @dataclass
 class Results:
-    """Everything one run of bench.py measured, plus how it was run."""
+    """Everything one run of bench compare measured, plus how it was run."""
 
     settings: dict
     command: str
@@ -663,7 +663,7 @@ def summary_md(results: Results, tc_summary, summary, goals: list[Target], small
               "Debian's MPM settings (2 child processes to start, 25 threads each) except "
               "`MaxRequestWorkers 400` (room for c=200 without queueing) and "
               "`MaxSpareThreads 400` (no child is stopped between runs). Both configurations "
-              "are written by the tool (benchlib/servers.py).", ""]
+              "are written by the tool (bench/lib/servers.py).", ""]
     for note in results.notes:
         lines.append(f"- {note}")
     if results.notes:
@@ -902,6 +902,6 @@ def write_all(out: Path, results: Results, small: str, huge: str) -> list[Target
 def portable(text: str) -> str:
     """Writes paths relative to the repository, so the committed report names no machine's
     directories; the generated document root becomes <tmp>/root."""
-    repo = str(Path(__file__).resolve().parents[2]) + "/"
+    repo = str(Path(__file__).resolve().parents[3]) + "/"
     text = text.replace(repo, "")
     return re.sub(r"/tmp/lab-bench-[^/\s`]+/", "<tmp>/", text)

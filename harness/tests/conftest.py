@@ -5,7 +5,7 @@ the test's own temporary directory, and talks to them over real sockets. Nothing
 fixed port or a shared directory, so two pytest runs can go on side by side.
 
 Where the binaries are: ``$LAB_BIN_DIR`` (CTest sets it to ``<build>/bin``), else
-``../build/bin`` relative to this directory. A missing binary fails the test with a message
+``build/bin`` at the top of the kit. A missing binary fails the test with a message
 saying so: a harness that skips what it cannot find would pass on an empty build.
 """
 
@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,10 +29,16 @@ import pytest
 #: What AddressSanitizer, UBSan, LeakSanitizer and ThreadSanitizer print when they find a bug.
 SANITIZER_REPORT = re.compile(r"(ERROR|WARNING): (Address|Leak|Thread|UndefinedBehavior)Sanitizer|runtime error:")
 
-HARNESS_DIR = Path(__file__).resolve().parent
+TESTS_DIR = Path(__file__).resolve().parent
+TESTDATA = TESTS_DIR / "testdata"
+HARNESS_DIR = TESTS_DIR.parent
 REPO_DIR = HARNESS_DIR.parent
 WWW_DIR = REPO_DIR / "www"
-BIN_DIR = Path(os.environ.get("LAB_BIN_DIR", HARNESS_DIR.parent / "build" / "bin")).resolve()
+BIN_DIR = Path(os.environ.get("LAB_BIN_DIR", REPO_DIR / "build" / "bin")).resolve()
+# The tools under test are packages beside this folder (harness/grader, harness/bench, ...);
+# pytest puts this folder on sys.path, and the tools' parent goes there too.
+if str(HARNESS_DIR) not in sys.path:
+    sys.path.insert(1, str(HARNESS_DIR))
 
 STAGE1 = "stage1_sequential"
 STAGE2 = "stage2_threaded"

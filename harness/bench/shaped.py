@@ -3,7 +3,7 @@
 
 On loopback a whole testcase takes tens of milliseconds and the speedups mostly measure the
 Python client (docs/bench/summary.md, "Testcases 1 and 2"). Here every connection goes
-through benchlib/shaper.py, a proxy that adds a round-trip time (default 20 ms) and limits
+through bench/lib/shaper.py, a proxy that adds a round-trip time (default 20 ms) and limits
 each connection to a rate of its own (default 100 Mbit/s each way), as clients on other
 networks would see. Each stage and `python3 -m http.server` serve the bench's document
 root; for each of --reps rounds, in rotating order, one client fetches every file of a
@@ -11,9 +11,9 @@ testcase in turn (sequential) and --clients threads share the list (concurrent).
 speedup of a round is its sequential time over its concurrent time; the table gives the
 median over the rounds and their min–max.
 
-    /usr/bin/python3 harness/bench_shaped.py                 # results in build/bench-shaped/
-    /usr/bin/python3 harness/bench_shaped.py --publish       # into docs/bench/ (shaped.md)
-    /usr/bin/python3 harness/bench_shaped.py --server "mine=python3 http_server.py -p {port}"
+    /usr/bin/python3 harness/bench shaped               # results in build/bench-shaped/
+    /usr/bin/python3 harness/bench shaped --publish     # into docs/bench/ (shaped.md)
+    /usr/bin/python3 harness/bench shaped --server "mine=python3 http_server.py -p {port}"
 
 The stages are those this tree holds (a handout has no stage 4); --server adds any server,
 started in a copy of the document root as its working directory. A round of fewer than
@@ -29,18 +29,16 @@ import csv
 import os
 import shlex
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-HARNESS_DIR = Path(__file__).resolve().parent
-REPO_DIR = HARNESS_DIR.parent
-sys.path.insert(0, str(HARNESS_DIR))
-from benchlib import client, machine  # noqa: E402
-from benchlib import servers as sv  # noqa: E402
-from benchlib.shaper import ShapedProxy  # noqa: E402
-from benchlib.site import KIB, make_site  # noqa: E402
+from bench.lib import client, machine
+from bench.lib import servers as sv
+from bench.lib.shaper import ShapedProxy
+from bench.lib.site import KIB, make_site
+
+REPO_DIR = Path(__file__).resolve().parents[2]
 
 STAGES = {"stage1": "stage1_sequential", "stage2": "stage2_threaded",
           "stage3": "stage3_limited", "stage4": "stage4_event"}
@@ -96,7 +94,7 @@ def server_spec(text: str) -> tuple[str, str]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="harness/bench shaped", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rtt-ms", type=float, default=20.0, help="round-trip time (default 20)")
     parser.add_argument("--mbit", type=float, default=100.0,
@@ -160,7 +158,7 @@ def summarise(rows: list[dict], args: argparse.Namespace, servers: list[str],
                                                        "load average at start (1/5/15 min)"))
     lines = ["# Testcases 1 and 2 through a simulated network", "",
              f"Produced by `{command}` in {elapsed:.0f} s. Machine: {shown}.", "",
-             f"Every connection goes through `harness/benchlib/shaper.py`: {args.rtt_ms:g} ms "
+             f"Every connection goes through `harness/bench/lib/shaper.py`: {args.rtt_ms:g} ms "
              f"round-trip time and {args.mbit:g} Mbit/s per connection and direction, so one "
              "request costs two round trips (the handshake, then the request and its reply) "
              "plus its bytes at that rate. Sequential: one client fetches every file in turn. "
@@ -204,12 +202,12 @@ def summarise(rows: list[dict], args: argparse.Namespace, servers: list[str],
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     started = time.monotonic()
-    command = "/usr/bin/python3 harness/bench_shaped.py " + " ".join(argv)
+    command = "/usr/bin/python3 harness/bench shaped " + " ".join(argv)
     stages = {} if args.no_stages else present_stages()
     binaries = {name: args.build_dir / "bin" / binary for name, binary in stages.items()}
     missing = [str(path) for path in binaries.values() if not os.access(path, os.X_OK)]
     if missing:
-        raise SystemExit(f"bench_shaped: not built: {', '.join(missing)} (./lab build)")
+        raise SystemExit(f"bench shaped: not built: {', '.join(missing)} (./lab build)")
     rate = args.mbit * 1e6 / 8
     facts = machine.describe(args.build_dir, REPO_DIR, list(binaries.values()))
     rows: list[dict] = []
@@ -256,9 +254,6 @@ def main(argv: list[str]) -> int:
                         command.strip(), time.monotonic() - started, facts)
     (args.out / "shaped.md").write_text(summary + "\n")
     print(summary)
-    print(f"bench_shaped: wrote {args.out / 'shaped.md'} and shaped_runs.csv")
+    print(f"bench shaped: wrote {args.out / 'shaped.md'} and shaped_runs.csv")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

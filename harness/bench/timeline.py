@@ -3,7 +3,7 @@
 
 Question 5's test cases 1 (many small files) and 2 (a few large files), fetched by --clients
 concurrent clients (on loopback, or with --rtt-ms through the simulated network of
-bench_shaped.py), against stage 1, stage 2 and stage 3 with a per-client limit
+bench shaped), against stage 1, stage 2 and stage 3 with a per-client limit
 below the number of clients (all clients come through the proxy, so from one address: the
 limit refuses some, and the picture marks them). Each client reads at --read-mbit (40)
 through a small receive window, as a client on a slower network: a reply larger than the
@@ -11,8 +11,8 @@ kernel's buffers then keeps a sequential server busy until that client has taken
 connect() to its first byte (waiting), a thick bar from first to last byte (the transfer),
 a red cross where a refusal (429/503) arrived. Stage 1 draws a staircase, stage 2 overlaps.
 
-    /usr/bin/python3 harness/timeline.py                       # build/timeline/*.png, *.csv
-    /usr/bin/python3 harness/timeline.py --out docs/img        # the guide's figures
+    /usr/bin/python3 harness/bench timeline             # build/timeline/*.png, *.csv
+    /usr/bin/python3 harness/bench timeline --out docs/img  # the guide's figures
 
 Needs python3-matplotlib (Debian) for the PNG; the CSV is written without it.
 """
@@ -22,19 +22,17 @@ from __future__ import annotations
 import argparse
 import csv
 import socket
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-HARNESS_DIR = Path(__file__).resolve().parent
-REPO_DIR = HARNESS_DIR.parent
-sys.path.insert(0, str(HARNESS_DIR))
-from benchlib import servers as sv  # noqa: E402
-from benchlib.shaper import ShapedProxy  # noqa: E402
-from benchlib.site import KIB, MIB, make_site  # noqa: E402
+from bench.lib import servers as sv
+from bench.lib.shaper import ShapedProxy
+from bench.lib.site import KIB, MIB, make_site
+
+REPO_DIR = Path(__file__).resolve().parents[2]
 
 #: The stages drawn, and the options each runs with. Stage 3's per-client limit is below the
 #: number of clients, so that the picture shows refusals.
@@ -187,12 +185,12 @@ def measure(bin_dir: Path, root: Path, paths: list[str], clients: int, rtt: floa
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="harness/bench timeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bin", default=str(REPO_DIR / "build" / "bin"))
     parser.add_argument("--out", default=str(REPO_DIR / "build" / "timeline"))
     parser.add_argument("--clients", type=int, default=12)
     parser.add_argument("--rtt-ms", type=float, default=0.0,
-                        help="through bench_shaped.py's simulated network with this round trip "
+                        help="through bench shaped's simulated network with this round trip "
                              "(default 0: straight to the server; the proxy opens its upstream "
                              "connection only once the request has come, which hides what a "
                              "silent client does to stage 1)")
@@ -233,6 +231,3 @@ def main(argv: list[str]) -> int:
     print(f"written to {out}/")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,30 +1,30 @@
 #!/usr/bin/env python3
 """Benchmark of the stages against nginx, Apache httpd and Python's http.server, in one command.
 
-    /usr/bin/python3 harness/bench.py              # full run (≈ 15 minutes); build/bench/
-    /usr/bin/python3 harness/bench.py --quick      # fewer rounds (≈ 6 minutes), indicative only
-    /usr/bin/python3 harness/bench.py --publish    # full run into docs/bench/ (the reference)
+    /usr/bin/python3 harness/bench compare              # full run (≈ 15 minutes); build/bench/
+    /usr/bin/python3 harness/bench compare --quick      # fewer rounds (≈ 6 minutes), indicative only
+    /usr/bin/python3 harness/bench compare --publish    # full run into docs/bench/ (the reference)
 
 What it does, all on 127.0.0.1, every wait and every run bounded:
 
 1. installs what is missing (apache2-utils, apache2, nginx, python3-matplotlib,
    libbenchmark-dev);
-2. generates one document root (benchlib/site.py) and starts every server on it: stage1,
+2. generates one document root (bench/lib/site.py) and starts every server on it: stage1,
    stage2, stage3 and stage4 (-maxclient 256 -maxtotal 256; stage4 only once it is built), nginx
    and Apache (each with its own configuration, written by benchlib/servers.py), python -m
    http.server;
 3. testcases 1 and 2: many small files / a few large files, fetched by one client and by
-   --clients concurrent clients, byte counts checked (benchlib/client.py);
+   --clients concurrent clients, byte counts checked (bench/lib/client.py);
 4. ab on the 1 KiB file at concurrency 1, 12, 60, 200 and on the 100 MiB file at 4: one 1 s
    calibration run per server and concurrency, then rounds of 3 s runs, one run per server per
    round in rotating order; the context switches of each server are read before and after
-   each run (benchlib/ab.py, benchlib/ctxsw.py). Ratios to nginx are taken within a round;
+   each run (bench/lib/ab.py, bench/lib/ctxsw.py). Ratios to nginx are taken within a round;
 5. the idle-connection flood against each stage (and a trickle flood, and stages 3 and 4 with
    --reclaim-idle): threads and memory from /proc as 1,000 idle connections (10,000 for
-   stage4) open, then the rate of admitted requests from a fresh address (benchlib/flood.py);
-6. the Google Benchmark micro-benchmarks of the parser (bench/micro, benchlib/micro.py);
+   stage4) open, then the rate of admitted requests from a fresh address (bench/lib/flood.py);
+6. the Google Benchmark micro-benchmarks of the parser (bench/micro, bench/lib/micro.py);
 7. CSV files, PNG plots and summary.md in build/bench/, or docs/bench/ with --publish
-   (benchlib/report.py).
+   (bench/lib/report.py).
 
 The servers' and ab's own output stays in a temporary directory, kept with --keep-tmp.
 """
@@ -44,16 +44,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-HARNESS_DIR = Path(__file__).resolve().parent
+HARNESS_DIR = Path(__file__).resolve().parents[1]
 REPO_DIR = HARNESS_DIR.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
 
-sys.path.insert(0, str(HARNESS_DIR))
-# benchlib imports only the standard library at load time (matplotlib when plotting), so
+# bench.lib imports only the standard library at load time (matplotlib when plotting), so
 # this works before deps.ensure() has installed anything.
-from benchlib import ab, client, ctxsw, deps, flood, machine, micro, report  # noqa: E402
-from benchlib import servers as sv  # noqa: E402
-from benchlib.site import HUGE, SMALL_1K, make_site  # noqa: E402
+from bench.lib import ab, client, ctxsw, deps, flood, machine, micro, report
+from bench.lib import servers as sv
+from bench.lib.site import HUGE, SMALL_1K, make_site
 
 STAGES = {"stage1": "stage1_sequential", "stage2": "stage2_threaded", "stage3": "stage3_limited",
           "stage4": "stage4_event"}
@@ -118,7 +117,7 @@ class Log:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="harness/bench compare", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="fewer rounds (≈ 6 minutes); the summary marks the figures as "
@@ -181,7 +180,7 @@ def reexec_under_system_python(argv: list[str]) -> None:
     """Debian's python3 has matplotlib; a pyenv/venv python3 first on PATH usually has not."""
     if (os.path.exists(SYSTEM_PYTHON)
             and os.path.realpath(sys.executable) != os.path.realpath(SYSTEM_PYTHON)):
-        os.execv(SYSTEM_PYTHON, [SYSTEM_PYTHON, str(Path(__file__).resolve()), *argv])
+        os.execv(SYSTEM_PYTHON, [SYSTEM_PYTHON, str(HARNESS_DIR / "bench"), "compare", *argv])
 
 
 def raise_fd_limit(needed: int) -> int:
@@ -579,7 +578,7 @@ def main(argv: list[str]) -> int:
                      f"{settings.flood_count_stage4} connections")
     counter = ctxsw.Counter()
 
-    command = shlex.join([SYSTEM_PYTHON, "harness/bench.py", *argv])
+    command = shlex.join([SYSTEM_PYTHON, "harness/bench", "compare", *argv])
     results = report.Results(settings=dataclasses.asdict(settings), command=command,
                              machine=machine.describe(build_dir, REPO_DIR, stages.values()),
                              notes=notes, ctx_method=counter.describe(),
@@ -633,6 +632,3 @@ def main(argv: list[str]) -> int:
     print(console_summary(results, goals, out), flush=True)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

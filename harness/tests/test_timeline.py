@@ -1,4 +1,4 @@
-"""harness/timeline.py: the request timelines of question 5's test cases tell the stages apart.
+"""harness/bench timeline: the request timelines of question 5's test cases tell the stages apart.
 
 Runs the script (CSV only: the PNG needs python3-matplotlib, which only the bench installs)
 with test case 2's large files read at a client's pace, and checks what the figures in
@@ -19,7 +19,7 @@ from conftest import BIN_DIR, HARNESS_DIR
 
 def test_timeline_shows_the_staircase_the_overlap_and_the_refusals(tmp_path):
     done = subprocess.run(
-        [sys.executable, str(HARNESS_DIR / "timeline.py"), "--bin", str(BIN_DIR), "--out",
+        [sys.executable, str(HARNESS_DIR / "bench"), "timeline", "--bin", str(BIN_DIR), "--out",
          str(tmp_path), "--no-png", "--small", "12", "--large-mib", "4"],
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from conftest import HARNESS_DIR
 
-GENERATOR = HARNESS_DIR / "handout.py"
+GENERATOR = HARNESS_DIR / "handout"
 PYTHON = "/usr/bin/python3"
 #: A stubbed handout may score at most this on a profile: stubs must not pass.
 HANDOUT_MAX_SCORE = 40
@@ -89,15 +89,24 @@ def dead_links(tree: Path) -> list[str]:
 
 
 def named_scripts(tree: Path) -> list[str]:
-    """Every Python script of the tree that its pages name (harness/x.py, docs/tools/y.py): a
-    file with a #! line or a __main__ guard (a test module or a check file is no script)."""
+    """Every program of the tree that its pages name, as it is run: a tool of the harness
+    (``harness/bench shaped``: a folder with a __main__.py, and the command after it when the
+    tool lists it in its COMMANDS), or a script (docs/tools/y.py: a file with a #! line or a
+    __main__ guard; a test module or a check file is no script)."""
     named = set()
     for page in markdown_files(tree):
-        for rel in re.findall(r"(?<![\w/.])((?:harness|docs/tools)/[\w/-]+\.py)\b", page.read_text()):
+        text = page.read_text()
+        for rel, word in re.findall(r"(?<![\w/.])(harness/[\w-]+)/?(?: ([a-z][\w-]*))?", text):
+            main = tree / rel / "__main__.py"
+            if not main.is_file():
+                continue
+            commands = re.findall(r'^    "([a-z][\w-]*)": \(', main.read_text(), re.M)
+            named.add(f"{rel} {word}" if word and word in commands else rel)
+        for rel in re.findall(r"(?<![\w/.])((?:harness|docs/tools)/[\w/-]+\.py)\b", text):
             path = tree / rel
             if path.is_file():
-                text = path.read_text()
-                if text.startswith("#!") or re.search(r"^if __name__ == .__main__.:", text, re.M):
+                script = path.read_text()
+                if script.startswith("#!") or re.search(r"^if __name__ == .__main__.:", script, re.M):
                     named.add(rel)
     return sorted(named)
 

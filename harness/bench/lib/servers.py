@@ -34,7 +34,7 @@ STOP_DEADLINE = 5.0
 #: Attempts at starting nginx / http.server on a port that free_port() found.
 PORT_ATTEMPTS = 3
 
-#: The line every stage prints first; the same pattern as harness/conftest.py's LISTENING_RE.
+#: The line every stage prints first; the same pattern as harness/tests/conftest.py's LISTENING_RE.
 LISTENING_RE = re.compile(
     r"^(?P<stage>\S+) listening on http://(?P<host>\[[^\]]+\]|[^:/]+):(?P<port>\d+)/ "
     r"\(root (?P<root>.*)\)$", re.M)
@@ -223,7 +223,7 @@ class StageServer(Server):
 
 #: nginx.conf written by NginxServer: a stock static-file setup, access log off.
 NGINX_CONF = """\
-# Written by harness/bench.py: nginx as the reference static-file server.
+# Written by harness/bench compare: nginx as the reference static-file server.
 {user}worker_processes auto;
 daemon off;
 master_process on;
@@ -294,7 +294,7 @@ class NginxServer(Server):
 #: queueing, as nginx has) and MaxSpareThreads (so that no child is stopped between runs:
 #: a process that ends takes its context-switch counts with it, see ctxsw.py).
 APACHE_CONF = """\
-# Written by harness/bench.py: Apache httpd (event MPM) as a peer of nginx.
+# Written by harness/bench compare: Apache httpd (event MPM) as a peer of nginx.
 ServerRoot "{prefix}"
 ServerName 127.0.0.1
 Listen 127.0.0.1:{port}

@@ -20,7 +20,7 @@ So one HTTP/1.0 request over the proxy costs two round trips plus its bytes at `
     ... connect to proxy.port ...
     proxy.stop()
 
-As a program: ``/usr/bin/python3 harness/benchlib/shaper.py 8080 --rtt-ms 20 --mbit 100``
+As a program: ``/usr/bin/python3 harness/bench shaper 8080 --rtt-ms 20 --mbit 100``
 listens on a free port (printed) in front of a server on port 8080, until Ctrl-C.
 """
 
@@ -180,14 +180,14 @@ class ShapedProxy:
         upstream.close()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="harness/bench shaper", description=__doc__.split("\n\n")[0])
     parser.add_argument("upstream_port", type=int, help="the server's port on 127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: free)")
     parser.add_argument("--rtt-ms", type=float, default=20.0, help="round-trip time (default 20)")
     parser.add_argument("--mbit", type=float, default=100.0,
                         help="Mbit/s per connection and direction (default 100)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     proxy = ShapedProxy(args.upstream_port, args.rtt_ms / 1000, args.mbit * 1e6 / 8, args.port)
     proxy.start()
     print(f"shaper: 127.0.0.1:{proxy.port} -> 127.0.0.1:{args.upstream_port}, "
@@ -199,6 +199,3 @@ def main() -> int:
         proxy.stop()
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

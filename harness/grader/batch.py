@@ -1,10 +1,9 @@
-#!/usr/bin/env python3
 """Grading submissions at course scale: one submission, a folder of them, or Gradescope.
 
-  autograde.py submission DIR --out OUT        build DIR as the contract says, grade it
-  autograde.py all SUBMISSIONS --out OUT       every folder of SUBMISSIONS → OUT/grades.csv
-  autograde.py package gradescope OUT.zip      an autograder zip for Gradescope
-  autograde.py gradescope [--prefix /autograder]
+  grader batch submission DIR --out OUT        build DIR as the contract says, grade it
+  grader batch all SUBMISSIONS --out OUT       every folder of SUBMISSIONS → OUT/grades.csv
+  grader batch package gradescope OUT.zip      an autograder zip for Gradescope
+  grader batch gradescope [--prefix /autograder]
                                                inside Gradescope's image (run_autograder)
 
 Python 3.8+, standard library only. harness/README-grading.md, "Deployment", explains each.
@@ -25,13 +24,11 @@ import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from grader import contract  # noqa: E402
-from grader.cli import add_cap_options, nonnegative_int, positive_float, positive_int  # noqa: E402
-from grader.registry import VISIBILITIES  # noqa: E402
-from grader.sandbox import DEFAULT_UIDS, LAYERS, Caps, choose_layer, claim_uid, parse_uid_range  # noqa: E402
-from grader.submission import HARNESS_DIR, Config, GraderFailed, Outcome, grade_submission  # noqa: E402
+from grader import contract
+from grader.cli import add_cap_options, nonnegative_int, positive_float, positive_int
+from grader.registry import VISIBILITIES
+from grader.sandbox import DEFAULT_UIDS, LAYERS, Caps, choose_layer, claim_uid, parse_uid_range
+from grader.submission import HARNESS_DIR, Config, GraderFailed, Outcome, grade_submission
 
 KIT_DIR = HARNESS_DIR.parent
 #: Written into the Gradescope zip: how its run_autograder grades.
@@ -40,7 +37,7 @@ ZIP_CONFIG = "autograder.json"
 
 def add_config_options(parser: argparse.ArgumentParser, budget: float) -> None:
     parser.add_argument("--rubric", type=Path, default=HARNESS_DIR / "rubric.toml", metavar="FILE",
-                        help="rubric (default harness/rubric.toml)")
+                        help="rubric (default harness/grader/rubric.toml)")
     parser.add_argument("--hidden-dir", type=Path, action="append", default=[], metavar="DIR",
                         help="directory of hidden checks (repeatable)")
     parser.add_argument("--root", type=Path, default=KIT_DIR / "www", metavar="DIR",
@@ -79,13 +76,13 @@ def uid_range(text: str):
 def sandbox_layer(requested: str, unsandboxed: bool) -> str:
     """The layer to use, or "none" with --unsandboxed-as-me; exits 2 when none works."""
     if unsandboxed:
-        print("autograde.py: note: --unsandboxed-as-me: the code runs as you, with no sandbox; "
+        print("grader batch: note: --unsandboxed-as-me: the code runs as you, with no sandbox; "
               "the reports say so", file=sys.stderr)
         return "none"
     try:
         return choose_layer(requested)
     except ValueError as error:
-        print(f"autograde.py: error: {error}", file=sys.stderr)
+        print(f"grader batch: error: {error}", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -95,7 +92,7 @@ def config_from(args: argparse.Namespace) -> Config:
                 for d in args.hidden_dir if not d.is_dir()]
     problems += [f"--rubric {args.rubric}: no such file"] if not args.rubric.is_file() else []
     if problems:
-        print(f"autograde.py: error: {problems[0]}", file=sys.stderr)
+        print(f"grader batch: error: {problems[0]}", file=sys.stderr)
         raise SystemExit(2)
     return Config(site=args.root.resolve(), rubric=args.rubric.resolve(),
                   hidden_dirs=[d.resolve() for d in args.hidden_dir], maxclient=args.maxclient,
@@ -133,7 +130,7 @@ class StopOnSignal:
     def handle(self, signum, _frame):
         self.signum = self.signum or signum
         self.event.set()
-        print(f"\nautograde.py: {signal.Signals(signum).name}: stopping every submission's "
+        print(f"\ngrader batch: {signal.Signals(signum).name}: stopping every submission's "
               f"processes, marking unfinished results incomplete", file=sys.stderr)
 
     def __exit__(self, *exc):
@@ -182,7 +179,7 @@ def cmd_submission(args: argparse.Namespace) -> int:
             outcome = in_thread(grade_as_own_uid, args.dir.resolve(), args.out.resolve(), config,
                                 stopper.event)
         except (GraderFailed, ValueError) as error:
-            print(f"autograde.py: error: {error}", file=sys.stderr)
+            print(f"grader batch: error: {error}", file=sys.stderr)
             return 2
     print(f"{args.dir}: {describe(outcome)}\nresults: {args.out.resolve() / 'results.json'}")
     return stopper.status()
@@ -212,7 +209,7 @@ def cmd_gradescope(args: argparse.Namespace) -> int:
             outcome = in_thread(grade_as_own_uid, prefix / "submission", prefix / "results",
                                 config, stopper.event)
         except (GraderFailed, ValueError) as error:  # the autograder's setup, not the student
-            print(f"autograde.py: error: {error}", file=sys.stderr)
+            print(f"grader batch: error: {error}", file=sys.stderr)
             return 2
     print(describe(outcome))
     return stopper.status()
@@ -227,29 +224,29 @@ def cmd_all(args: argparse.Namespace) -> int:
     config = config_from(args)
     root = args.submissions.resolve()
     if not root.is_dir():
-        print(f"autograde.py: error: {root}: not a directory", file=sys.stderr)
+        print(f"grader batch: error: {root}: not a directory", file=sys.stderr)
         return 2
     students = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not students:
-        print(f"autograde.py: error: {root} holds no submission folders", file=sys.stderr)
+        print(f"grader batch: error: {root} holds no submission folders", file=sys.stderr)
         return 2
     config.sandbox = sandbox_layer(config.sandbox, args.unsandboxed_as_me)
     roster = read_roster(args.roster) if args.roster else None
     exposed = exposed_hidden_checks(config.hidden_dirs)
     if exposed and config.sandbox not in ("bwrap", "none"):
-        print(f"autograde.py: error: {len(exposed)} hidden check file(s) in {exposed[0].parent} "
+        print(f"grader batch: error: {len(exposed)} hidden check file(s) in {exposed[0].parent} "
               f"can be read by others: under the {config.sandbox} layer a submission could print "
               f"them into a visible check's log. Make the hidden checks readable by their owner "
               f"only (chmod -R go-rwx {exposed[0].parent})", file=sys.stderr)
         return 2
     if exposed:
-        print(f"autograde.py: note: {len(exposed)} hidden check file(s) in {exposed[0].parent} "
+        print(f"grader batch: note: {len(exposed)} hidden check file(s) in {exposed[0].parent} "
               f"can be read by others (bubblewrap hides them from submissions; chmod -R go-rwx "
               f"{exposed[0].parent} all the same)", file=sys.stderr)
     if roster is not None:
         unknown = [name for name in students if name not in roster]
         if unknown:
-            print(f"autograde.py: note: {len(unknown)} folder(s) not in the roster (no student "
+            print(f"grader batch: note: {len(unknown)} folder(s) not in the roster (no student "
                   f"id in the output): {', '.join(unknown)}", file=sys.stderr)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -305,7 +302,7 @@ def read_roster(path: Path) -> Dict[str, Tuple[str, str]]:
     """The roster at @p path: submission folder → (student id, name). Exits 2 on a roster
     without the columns, with a folder twice, or unreadable."""
     def fail(why: str):
-        print(f"autograde.py: error: --roster {path}: {why}", file=sys.stderr)
+        print(f"grader batch: error: --roster {path}: {why}", file=sys.stderr)
         raise SystemExit(2)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -431,20 +428,20 @@ RUN_AUTOGRADER = """#!/usr/bin/env bash
 # /autograder/results/results.json. AUTOGRADER_ROOT moves the tree (the kit's tests use it).
 set -uo pipefail
 root="${AUTOGRADER_ROOT:-/autograder}"
-exec python3 "$root/source/harness/autograde.py" gradescope --prefix "$root"
+exec python3 "$root/source/harness/grader" batch gradescope --prefix "$root"
 """
 
 #: The kit's files the zip carries (the grader; the submission brings its own server code).
-PACKAGED = ["harness/grade.py", "harness/autograde.py", "harness/grader/*.py"]
+PACKAGED = ["harness/grader/*.py"]
 
 
 def cmd_package(args: argparse.Namespace) -> int:
     config = config_from(args)
     if args.kind != "gradescope":
-        print(f"autograde.py: error: unknown package kind {args.kind!r} (gradescope)", file=sys.stderr)
+        print(f"grader batch: error: unknown package kind {args.kind!r} (gradescope)", file=sys.stderr)
         return 2
     if args.unsandboxed_as_me:
-        print("autograde.py: error: --unsandboxed-as-me cannot go into a Gradescope autograder: "
+        print("grader batch: error: --unsandboxed-as-me cannot go into a Gradescope autograder: "
               "there the code is always a student's", file=sys.stderr)
         return 2
     hidden = config.hidden_dirs or [d for d in [HARNESS_DIR / "hidden"] if d.is_dir()]
@@ -493,7 +490,7 @@ def write_text(zf: zipfile.ZipFile, name: str, text: str, executable: bool = Fal
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="autograde.py", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="harness/grader batch", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     one = sub.add_parser("submission", help="build and grade one submission")
@@ -521,7 +518,3 @@ def main(argv: Optional[List[str]] = None) -> int:
     inside.set_defaults(func=cmd_gradescope)
     args = parser.parse_args(argv)
     return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Tests of `./lab similarity` (harness/similarity.py), with real runs of similarity-tester.
+"""Tests of `./lab similarity` (harness/grader/similarity.py), with real runs of similarity-tester.
 
 Five submissions: alice and bob (C++) are one server, bob's copy with renamed identifiers,
 other comments and another layout; carol and erin (Python) and dave (C++) wrote theirs
@@ -25,8 +25,8 @@ import pytest
 
 from conftest import HARNESS_DIR
 
-SIMILARITY = HARNESS_DIR / "similarity.py"
-HANDOUT = HARNESS_DIR / "handout.py"
+GRADER = HARNESS_DIR / "grader"
+HANDOUT = HARNESS_DIR / "handout"
 
 ALICE = r"""// Sequential HTTP/1.0 server: one client at a time.
 #include <arpa/inet.h>
@@ -323,7 +323,7 @@ def submissions(tmp_path_factory, handouts) -> Path:
 
 
 def similarity(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SIMILARITY), *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, str(GRADER), "similarity", *map(str, args)], capture_output=True,
                           text=True, timeout=600)
 
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Cuts a student handout, or the matching solution tree, out of the reference kit.
 
     ./lab handout DIR                      the student repository: stubs instead of solutions
@@ -29,8 +28,8 @@ stops the generation with FILE:LINE: message and exit status 1, before anything 
 Whole files belong to a part too (Part.paths): stage 4's directory goes with stage4, the
 hidden checks with hidden, and so on. Three files are written rather than copied: README.md
 (the student README), ANSWERS.md (the questions with empty answers; the reference's answers
-only in a --solution tree) and, in a handout, harness/rubric.toml without its hidden entries;
-harness/conftest.py gains a few lines that keep the harness off the parts left out.
+only in a --solution tree) and, in a handout, harness/grader/rubric.toml without its hidden
+entries; harness/tests/conftest.py gains a few lines that keep the harness off the parts left out.
 
 Before it writes anything, the generator checks that no solution text leaks: a line of a
 replaced block that appears nowhere else in the reference must not appear in the output
@@ -51,10 +50,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from grader import contract  # noqa: E402  (the submission contract lives with the grader)
+from grader import contract  # the submission contract lives with the grader
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # ----------------------------------------------------------------------------------------------
 # Parts
@@ -112,13 +110,14 @@ PARTS: dict[str, Part] = {part.name: part for part in (
              "`TODO(student)` it reached.")),
     Part("hidden", SOLUTION,
          "what only the autograder sees: hidden checks (harness/hidden/, "
-         "harness/testdata/hidden_checks/) and the grader's own tests, which load them",
-         paths=("harness/hidden/", "harness/testdata/hidden_checks/", "harness/test_grader.py",
-                "harness/testdata/quirky_server.py")),
+         "harness/tests/testdata/hidden_checks/) and the grader's own tests, which load them",
+         paths=("harness/hidden/", "harness/tests/testdata/hidden_checks/",
+                "harness/tests/test_grader.py", "harness/tests/testdata/quirky_server.py")),
     Part("stage4", EXTENSION,
          "stage 4, the event-driven server: stage4_event/, its tests and docs/stage4.md "
          "(no solution markers: included whole; it runs on the student's stage 3 limiter)",
-         paths=("stage4_event/", "harness/test_event.py", "docs/stage4.md", "docs/diagrams/stage4.dot"),
+         paths=("stage4_event/", "harness/tests/test_event.py", "docs/stage4.md",
+                "docs/diagrams/stage4.dot"),
          binaries=("stage4_event",), test_words=("stage4",),
          readme=(
              "**Stage 4, the event-driven server**, is included complete, for comparison: "
@@ -128,25 +127,26 @@ PARTS: dict[str, Part] = {part.name: part for part in (
     Part("reclaim-idle", EXTENSION,
          "--reclaim-idle: the limiter's reclaim of idle slots, its unit and harness tests and its "
          "section of docs/stage3.md",
-         paths=("stage3_limited/test/reclaim_test.cpp", "harness/test_reclaim.py"),
+         paths=("stage3_limited/test/reclaim_test.cpp", "harness/tests/test_reclaim.py"),
          test_words=("reclaim",),
          readme=(
              "**`--reclaim-idle`** is included: when the server is full, the limiter takes the slot "
              "of the oldest connection still waiting for its request head "
              "(`reclaim_oldest_locked()`, given) instead of refusing the newcomer. Your "
              "`try_acquire()` must call it when the total limit is reached and the option is on; "
-             "`stage3_limited/test/reclaim_test.cpp` and `harness/test_reclaim.py` check it, and "
+             "`stage3_limited/test/reclaim_test.cpp` and `harness/tests/test_reclaim.py` check it, and "
              "[docs/stage3.md](docs/stage3.md) describes it.")),
     Part("instructor", INSTRUCTOR,
-         "the handout generator, the batch and Gradescope grading (autograde.py), the "
-         "similarity ranking (similarity.py), their tests (the hostile submissions' payload too) "
-         "and the instructor's page",
-         paths=("harness/handout.py", "harness/test_handout.py", "docs/instructor.md",
-                "harness/studentside.py", "harness/test_student_cpp.py",
-                "harness/test_student_python.py",
-                "harness/autograde.py", "harness/grader/submission.py", "harness/test_autograde.py",
-                "harness/similarity.py", "harness/test_similarity.py",
-                "harness/testdata/hostile_payload.py")),
+         "the handout generator (harness/handout/), the batch and Gradescope grading "
+         "(grader/batch.py), the similarity ranking (grader/similarity.py), their tests (the "
+         "hostile submissions' payload too) and the instructor's page",
+         paths=("harness/handout/", "harness/tests/test_handout.py", "docs/instructor.md",
+                "harness/tests/studentside.py", "harness/tests/test_student_cpp.py",
+                "harness/tests/test_student_python.py",
+                "harness/grader/batch.py", "harness/grader/submission.py",
+                "harness/tests/test_autograde.py",
+                "harness/grader/similarity.py", "harness/tests/test_similarity.py",
+                "harness/tests/testdata/hostile_payload.py")),
 )}
 
 #: Left out of every generated tree: the reference's benchmark figures answer question 5.
@@ -156,9 +156,12 @@ LEFT_OUT = ("docs/bench/",)
 #: go to its top directory (python/http_server.py → http_server.py, python/docs/ → docs/).
 PYTHON_DIR = "python/"
 #: What a Python tree takes from the rest of the kit, besides PYTHON_DIR: the sample site, the
-#: grader and its rubric, and the benchmark of question 5.
-PYTHON_SHARED = ("www/", "harness/grade.py", "harness/grader/", "harness/rubric.toml",
-                 "harness/README-grading.md", "harness/bench_shaped.py", "harness/benchlib/")
+#: grader with its rubric and manual (its instructor-only modules go with that part), and of
+#: the benchmarks only question 5's (``harness/bench shaped``) and the pieces it imports.
+PYTHON_SHARED = ("www/", "harness/grader/",
+                 "harness/bench/__init__.py", "harness/bench/__main__.py", "harness/bench/shaped.py",
+                 *(f"harness/bench/lib/{name}.py" for name in (
+                     "__init__", "client", "ctxsw", "machine", "servers", "shaper", "site")))
 #: The programs a Python tree's grader runs: (name, profile, --server-cmd), one file for both.
 PYTHON_TARGETS = (
     ("http_server.py (threaded)", "threaded", "python3 http_server.py -p {port}"),
@@ -169,8 +172,8 @@ PYTHON_TARGETS = (
 #: Written by the generator instead of copied.
 README = "README.md"
 ANSWERS = "ANSWERS.md"
-RUBRIC = "harness/rubric.toml"
-CONFTEST = "harness/conftest.py"
+RUBRIC = "harness/grader/rubric.toml"
+CONFTEST = "harness/tests/conftest.py"
 CHECKS = "harness/grader/checks.py"
 
 #: Hook for GitHub Classroom: workflows here are copied (markers processed like any file), and
@@ -491,7 +494,7 @@ def load(source: Path) -> tuple[dict[str, Source], list[MarkerError]]:
                 if re.search(r"\b(BEGIN|END) SOLUTION\b", line):
                     errors.append(MarkerError(rel, number, (
                         "solution marker in a file whose comment syntax is not known "
-                        "(add its suffix to SUFFIXES in harness/handout.py)")))
+                        "(add its suffix to SUFFIXES in harness/handout/)")))
             continue
         item.parsed, found = parse(rel, item.text, syntax)
         errors += found
@@ -607,7 +610,7 @@ def profile_maxima(rubric_text: str) -> dict[str, float]:
 
 
 def conftest_shim(absent: list[Part]) -> str:
-    """Text appended to the handout's harness/conftest.py when parts are left out: their
+    """Text appended to the handout's harness/tests/conftest.py when parts are left out: their
     binaries leave the stage lists, and tests named after them are deselected (they would only
     fail for a missing binary)."""
     binaries = sorted({b for part in absent for b in part.binaries})
@@ -729,11 +732,11 @@ def question5(servers: str, build: str) -> list[str]:
     ] + paragraph(
         f"It {build}serves a generated site with {servers} and `python3 -m http.server`, sends "
         "every connection through a proxy that adds a 20 ms round trip and 100 Mbit/s each way "
-        "(`harness/benchlib/shaper.py`), and runs 5 rounds, the servers in turns. It refuses "
+        "(`harness/bench/lib/shaper.py`), and runs 5 rounds, the servers in turns. It refuses "
         "fewer than 3 rounds and runs without the simulated network, and marks with ⚠ any time "
         "shorter than 0.5 s. It takes 4 to 5 minutes, prints one table per test case, and "
         "writes them to `build/bench-shaped/shaped.md` (every single run in "
-        "`build/bench-shaped/shaped_runs.csv`); `harness/bench_shaped.py --help` lists the "
+        "`build/bench-shaped/shaped_runs.csv`); `/usr/bin/python3 harness/bench shaped --help` lists the "
         "options it passes on. Hand in, under question 5 of `ANSWERS.md`:") + [
         "",
         "1. the two tables of `shaped.md` as they are (for each server: the median sequential and",
@@ -798,11 +801,11 @@ def python_readme(tree: dict[str, "Output"], solution: bool, maxima: dict[str, f
     out += ["```", ""]
     points = [f"{maxima[p]:g} on the {p} profile" for p in ("threaded", "limited") if p in maxima]
     out += paragraph(
-        "These are the visible checks of `harness/rubric.toml`"
+        "These are the visible checks of `harness/grader/rubric.toml`"
         + (f" ({' and '.join(points)} at most)" if points else "")
         + ". The grader starts your server for each check with a copy of the sample site as its "
           "working directory, on a free port, and stops it afterwards; "
-          "`harness/README-grading.md` explains each check and its messages, and the reports "
+          "`harness/grader/README.md` explains each check and its messages, and the reports "
           "go to `grade-results/`. The autograder runs the same checks, and may add hidden ones.")
     out += [
         "", "## The submission contract", "",
@@ -830,7 +833,7 @@ def python_readme(tree: dict[str, "Output"], solution: bool, maxima: dict[str, f
         "## Reading", "",
         "- [docs/index.md](docs/index.md): the lab guide for this track.",
         "- [ANSWERS.md](ANSWERS.md): the questions to answer.",
-        "- [harness/README-grading.md](harness/README-grading.md): the grader.",
+        "- [harness/grader/README.md](harness/grader/README.md): the grader.",
     ]
     return "\n".join(out) + "\n"
 
@@ -919,9 +922,9 @@ def student_readme(tree: dict[str, "Output"], kept: set[str], solution: bool,
     out += ["```", ""]
     points = [f"{maxima[p]:g} on the {p} profile" for p in ("threaded", "limited") if p in maxima]
     out += paragraph(
-        "These are the visible checks of `harness/rubric.toml`"
+        "These are the visible checks of `harness/grader/rubric.toml`"
         + (f" ({' and '.join(points)} at most)" if points else "")
-        + ". `harness/README-grading.md` explains each check, what its failure messages mean, "
+        + ". `harness/grader/README.md` explains each check, what its failure messages mean, "
           "and the reports it writes (`grade-results/`). The autograder runs the same checks on "
           "your submission, and may add hidden ones.")
     out += [
@@ -958,8 +961,9 @@ def student_readme(tree: dict[str, "Output"], kept: set[str], solution: bool,
         "- [docs/index.md](docs/index.md): the lab guide, one page per stage, and the design notes",
         "  on the shared core.",
         "- [ANSWERS.md](ANSWERS.md): the questions to answer.",
-        "- [harness/README.md](harness/README.md): the pytest harness, and how to run part of it.",
-        "- [harness/README-grading.md](harness/README-grading.md): the grader.",
+        "- [harness/README.md](harness/README.md): the harness's tools at a glance;",
+        "  [harness/tests/README.md](harness/tests/README.md): the tests, and how to run part of them.",
+        "- [harness/grader/README.md](harness/grader/README.md): the grader.",
     ]
     return "\n".join(out) + "\n"
 
@@ -1035,7 +1039,7 @@ def build_tree(files: dict[str, Source], kept: set[str], solution: bool,
             raise GenerationError(
                 f"{CONFTEST}:1: it defines pytest_collection_modifyitems, which the handout's "
                 f"shim for left-out parts would replace: merge the two in conftest_shim() of "
-                f"harness/handout.py")
+                f"harness/handout/")
         put(CONFTEST, conftest.rstrip("\n") + "\n" + conftest_shim(absent), tree[CONFTEST].mode)
     maxima = profile_maxima(tree[RUBRIC].text or "") if RUBRIC in tree else {}
     if RUBRIC in tree:
@@ -1123,7 +1127,7 @@ def classroom_workflow(rubric_text: str, targets: list[tuple[str, str, str]],
         raise GenerationError(f"{RUBRIC}:1: no visible check with points for the workflow")
     out = [
         "# GitHub Classroom: every push grades the submission with the visible checks of",
-        "# harness/rubric.toml, one step per check, and reports each check's points to Classroom's",
+        "# harness/grader/rubric.toml, one step per check, and reports each check's points to Classroom's",
         "# gradebook (Classroom's autograding actions). A step earns its check's points only when",
         "# the check passes whole. The same commands run locally: see the README.",
         "# Written by ./lab handout; the reports of every step are kept as \"grade-results\".",
@@ -1494,6 +1498,3 @@ def main(argv: list[str] | None = None) -> int:
           + (f", git commit {commit}" if commit else ""))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

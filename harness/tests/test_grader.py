@@ -1,4 +1,4 @@
-"""Tests of the grader itself (harness/grade.py), run as a subprocess like a course would.
+"""Tests of the grader itself (``harness/grader grade``), run as a subprocess like a course would.
 
 - the kit's own stages, each with its matching profile, get full marks (stage 4 with
   "limited", like stage 3: it takes the same options and keeps the same limits);
@@ -10,7 +10,7 @@
 - results.json has Gradescope's shape, junit.xml is well-formed JUnit;
 - a check from --hidden-dir shows up with visibility "hidden", and stays out of what students
   see (the visible summary, results.json's top-level output);
-- each rough edge an instructor met is reported for what it is (harness/testdata/quirky_server.py
+- each rough edge an instructor met is reported for what it is (harness/tests/testdata/quirky_server.py
   breaks one thing per switch): silence is "no reply", a shell-reported signal is decoded, the
   reasons of a timed-out check are kept, content types earn partial credit, a limit failure says
   which kind it is, a crash after a few requests is caught, a sequential server does not pass
@@ -41,12 +41,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HARNESS_DIR, STAGE1, STAGE2, STAGE3, STAGE4, binary
+from conftest import HARNESS_DIR, STAGE1, STAGE2, STAGE3, STAGE4, TESTDATA, binary
 
-GRADE = HARNESS_DIR / "grade.py"
-FLAWED = HARNESS_DIR / "testdata" / "flawed_server.py"
-HIDDEN = HARNESS_DIR / "testdata" / "hidden_checks"
-QUIRKY = HARNESS_DIR / "testdata" / "quirky_server.py"
+GRADER = HARNESS_DIR / "grader"
+FLAWED = TESTDATA / "flawed_server.py"
+HIDDEN = TESTDATA / "hidden_checks"
+QUIRKY = TESTDATA / "quirky_server.py"
 #: The interpreter running these tests (Debian's, with pytest); test servers run under it.
 PYTHON = sys.executable
 #: The oldest version the grader supports (Gradescope's Ubuntu 22.04 has 3.10).
@@ -114,7 +114,7 @@ def grade(tmp_path: Path, server_cmd: str, profile: str, *extra: str, timeout: f
           status: int = 0):
     """Runs the grader; returns (completed process, results.json dict, junit root)."""
     out = tmp_path / "out"
-    args = [GRADER_PYTHON, str(GRADE), "--server-cmd", server_cmd, "--profile", profile,
+    args = [GRADER_PYTHON, str(GRADER), "grade", "--server-cmd", server_cmd, "--profile", profile,
             "--out", str(out), *extra]
     start = time.monotonic()
     try:
@@ -397,7 +397,7 @@ def test_usage_errors_exit_2(tmp_path, args, says):
     out.mkdir()
     for stale in ("results.json", "junit.xml", "summary.txt"):  # a previous run's reports
         (out / stale).write_text("{}")
-    proc = subprocess.run([GRADER_PYTHON, str(GRADE), "--out", str(out), *args],
+    proc = subprocess.run([GRADER_PYTHON, str(GRADER), "grade", "--out", str(out), *args],
                           capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert proc.returncode == 2, proc
     assert says in proc.stderr, proc.stderr
@@ -407,7 +407,7 @@ def test_usage_errors_exit_2(tmp_path, args, says):
 def test_bad_rubric_entry_is_a_usage_error(tmp_path):
     rubric = tmp_path / "rubric.toml"
     rubric.write_text('[checks.index_html]\npoints = "ten"\n')
-    proc = subprocess.run([GRADER_PYTHON, str(GRADE), "--server-cmd", "x {port}", "--profile", "threaded",
+    proc = subprocess.run([GRADER_PYTHON, str(GRADER), "grade", "--server-cmd", "x {port}", "--profile", "threaded",
                            "--rubric", str(rubric)], capture_output=True, text=True, timeout=30,
                           cwd=tmp_path)
     assert proc.returncode == 2
@@ -415,7 +415,7 @@ def test_bad_rubric_entry_is_a_usage_error(tmp_path):
 
 
 def test_help_documents_every_placeholder():
-    proc = subprocess.run([GRADER_PYTHON, str(GRADE), "--help"], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([GRADER_PYTHON, str(GRADER), "grade", "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0
     for placeholder in ("{port}", "{root}", "{maxclient}", "{maxtotal}"):
         assert placeholder in proc.stdout
@@ -437,7 +437,7 @@ def test_grader_runs_on_the_oldest_python():
     version = subprocess.run([GRADER_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
                              capture_output=True, text=True, timeout=30).stdout.strip()
     print(f"grader tests run the grader under {GRADER_PYTHON} {version}")
-    proc = subprocess.run([GRADER_PYTHON, str(GRADE), "--profile", "limited", "--list",
+    proc = subprocess.run([GRADER_PYTHON, str(GRADER), "grade", "--profile", "limited", "--list",
                            "--server-cmd", "x {port}"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr  # imports everything, reads the TOML rubric
     assert "per_client_limit" in proc.stdout
@@ -571,7 +571,7 @@ def test_sigterm_stops_everything_and_marks_results_incomplete(tmp_path):
     out = tmp_path / "out"
     (tmp_path / "tmp").mkdir()
     env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}  # the checks' temporary directories
-    proc = subprocess.Popen([GRADER_PYTHON, str(GRADE), "--profile", "limited", "--out", str(out),
+    proc = subprocess.Popen([GRADER_PYTHON, str(GRADER), "grade", "--profile", "limited", "--out", str(out),
                              "--server-cmd", quirky(f"--leave-behind {token}")],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
@@ -625,7 +625,7 @@ def run_as_user(tmp_path: Path, shared: Path, uid: int, token: str) -> None:
     os.chmod(hidden, 0o755)
     for path in hidden.iterdir():
         os.chmod(path, 0o644)
-    proc = subprocess.run([GRADER_PYTHON, str(GRADE), "--profile", "threaded", "--out",
+    proc = subprocess.run([GRADER_PYTHON, str(GRADER), "grade", "--profile", "threaded", "--out",
                            str(tmp_path / "out"), "--server-cmd", cmd, "--run-as", str(uid),
                            "--hidden-dir", str(hidden)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "can read the hidden check" in proc.stderr, proc.stderr
@@ -643,7 +643,7 @@ def run_as_user(tmp_path: Path, shared: Path, uid: int, token: str) -> None:
 # The rubric's TOML: tomllib (3.11+) else tomli, never a reader of our own
 # --------------------------------------------------------------------------------------------
 
-RUBRIC = HARNESS_DIR / "rubric.toml"
+RUBRIC = GRADER / "rubric.toml"
 
 
 def without_modules(*names: str) -> str:
@@ -668,8 +668,8 @@ def test_rubric_without_a_toml_library_is_a_clear_usage_error(tmp_path):
     """Neither tomllib nor tomli: the grader says what to install and exits 2; a JSON rubric
     still works there."""
     script = (without_modules("tomllib", "tomli")
-              + f"import runpy\nsys.argv = [{str(GRADE)!r}] + sys.argv[1:]\n"
-              + f"runpy.run_path({str(GRADE)!r}, run_name='__main__')\n")
+              + f"import runpy\nsys.argv = [{str(GRADER)!r}, 'grade'] + sys.argv[1:]\n"
+              + f"runpy.run_path({str(GRADER)!r}, run_name='__main__')\n")
     args = ["--server-cmd", "x {port}", "--profile", "limited", "--list"]
     proc = subprocess.run([GRADER_PYTHON, "-c", script, *args, "--rubric", str(RUBRIC)],
                           capture_output=True, text=True, timeout=30, cwd=tmp_path)

@@ -1,4 +1,4 @@
-"""./lab demo (harness/demo.py): every phase runs to its end, and nothing it started is left.
+"""./lab demo (harness/demo): every phase runs to its end, and nothing it started is left.
 
 The test runs the script that `./lab demo` executes, with this build's servers (--bin), in a
 session of its own: afterwards no process of that session may be alive, and neither may any
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from conftest import BIN_DIR, HARNESS_DIR, wait_until
 
-DEMO = HARNESS_DIR / "demo.py"
+DEMO = HARNESS_DIR / "demo"
 PHASES = [
     "Phase 1: a dozen clients fetching",
     "Phase 2: one address holding idle connections",

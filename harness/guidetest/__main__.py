@@ -18,7 +18,7 @@ checks. Each block runs in its own process group; background processes it leaves
 --background, `... &`) are ended by process group, and every server the runner started is
 stopped by pid. Ends with "N passed, M failed"; exits 1 when anything failed.
 
-Usage: /usr/bin/python3 harness/doctest_guide.py [--bin DIR] [-v] [FILE[:LINE] ...]
+Usage: /usr/bin/python3 harness/guidetest [--bin DIR] [-v] [FILE[:LINE] ...]
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 #: The pages whose blocks are run, relative to the repository.
 DEFAULT_PAGES = ["README.md", "docs/*.md", "ANSWERS.md"]
 #: Pages not marked yet, and why; named on the command line they run all the same.
@@ -554,7 +554,7 @@ def make_scratch(bin_dir: Path) -> Path:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="harness/guidetest", description=__doc__.split("\n\n")[0])
     parser.add_argument("pages", nargs="*", metavar="FILE[:LINE]",
                         help="pages to run (default: README.md, docs/*.md, ANSWERS.md); "
                              ":LINE runs only the command block whose fence is on that "

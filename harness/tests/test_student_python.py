@@ -55,10 +55,17 @@ def test_tree_holds_the_python_track_only(trees):
         files = {p.relative_to(tree).as_posix() for p in tree.rglob("*")
                  if p.is_file() and ".git" not in p.relative_to(tree).parts}
         assert {"http_server.py", "lab", "README.md", "ANSWERS.md", "docs/index.md",
-                "harness/grade.py", "harness/rubric.toml", "harness/bench_shaped.py",
+                "harness/grader/__main__.py", "harness/grader/rubric.toml", "harness/bench/shaped.py",
                 ".github/workflows/classroom.yml", "www/index.html"} <= files, name
         assert not [f for f in files if f.endswith((".cpp", ".hpp", "CMakeLists.txt"))
                     or f.startswith(("stage", "common/", "python/"))], name
+        # Of the harness, only its part: the grader (not the instructor's batch grading or
+        # similarity ranking) and question 5's benchmark with what it imports.
+        assert not [f for f in files if f.startswith(("harness/handout/", "harness/tests/",
+                                                      "harness/hidden/", "harness/demo/"))
+                    or f in ("harness/grader/batch.py", "harness/grader/similarity.py",
+                             "harness/grader/submission.py", "harness/bench/compare.py",
+                             "harness/bench/timeline.py", "harness/bench/lib/report.py")], name
         server = (tree / "http_server.py").read_text()
         assert "SOLUTION" not in server and "import" in server
     stub = (trees["stubs"] / "http_server.py").read_text()

@@ -1,4 +1,4 @@
-"""Tests of the handout generator (harness/handout.py, ``./lab handout``).
+"""Tests of the handout generator (harness/handout/, ``./lab handout``).
 
 - the reference's solution markers are well-formed, and each kind of malformed marker stops
   the generation with FILE:LINE: message, exit status 1 and nothing written;
@@ -28,9 +28,9 @@ import pytest
 
 from conftest import HARNESS_DIR, REPO_DIR
 
-import handout  # harness/handout.py: this directory is on sys.path (see conftest)
+import handout  # harness/handout/: its parent folder is on sys.path (see conftest)
 
-GENERATOR = HARNESS_DIR / "handout.py"
+GENERATOR = HARNESS_DIR / "handout"
 PYTHON = sys.executable
 #: Lines of the reference's solutions that must never reach a handout, whatever else changes.
 KNOWN_SOLUTION_LINES = [
@@ -366,14 +366,18 @@ def test_no_solution_text_leaks(handout_tree):
 
 def test_handout_contents(handout_tree):
     files = files_of(handout_tree)
-    for absent in ("stage4_event/CMakeLists.txt", "docs/stage4.md", "harness/test_event.py",
-                   "harness/test_reclaim.py", "stage3_limited/test/reclaim_test.cpp",
-                   "docs/bench/summary.md", "harness/test_grader.py",
-                   "harness/testdata/hidden_checks/subdir_index.py", "harness/handout.py",
-                   "harness/test_handout.py", "docs/instructor.md"):
+    for absent in ("stage4_event/CMakeLists.txt", "docs/stage4.md", "harness/tests/test_event.py",
+                   "harness/tests/test_reclaim.py", "stage3_limited/test/reclaim_test.cpp",
+                   "docs/bench/summary.md", "harness/tests/test_grader.py",
+                   "harness/tests/testdata/hidden_checks/subdir_index.py",
+                   "harness/handout/__main__.py", "harness/tests/test_handout.py",
+                   "harness/grader/batch.py", "harness/grader/similarity.py",
+                   "harness/grader/submission.py", "docs/instructor.md"):
         assert absent not in files, absent
-    for present in ("stage1_sequential/main.cpp", "common/src/request.cpp", "harness/grade.py",
-                    "harness/grader/checks.py", "harness/rubric.toml", "docs/stage1.md",
+    for present in ("stage1_sequential/main.cpp", "common/src/request.cpp",
+                    "harness/grader/__main__.py", "harness/grader/checks.py",
+                    "harness/grader/rubric.toml", "harness/bench/shaped.py",
+                    "harness/guidetest/__main__.py", "harness/tests/conftest.py", "docs/stage1.md",
                     "docs/stage2.md", "docs/stage3.md", "stage3_limited/test/limiter_test.cpp",
                     "www/index.html", "lab", "ANSWERS.md", "README.md", ".gitignore"):
         assert present in files, present
@@ -405,7 +409,7 @@ def test_handout_questions_rubric_and_readme(handout_tree):
     body = [l for l in reference.splitlines() if len(l) > 40 and not l.startswith("#")]
     assert not [l for l in body if l in answers.splitlines()], "answer text in the handout"
 
-    rubric = handout.tomllib.loads((handout_tree / "harness/rubric.toml").read_text())["checks"]
+    rubric = handout.tomllib.loads((handout_tree / "harness/grader/rubric.toml").read_text())["checks"]
     assert rubric and all(entry.get("visibility", "visible") == "visible" for entry in rubric.values())
 
     readme = (handout_tree / "README.md").read_text()
@@ -421,7 +425,7 @@ def test_handout_harness_leaves_out_stage4(handout_tree):
     """The handout's pytest harness collects no test of the parts it leaves out, and still
     collects the rest without errors."""
     proc = subprocess.run([PYTHON, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                           "harness"], cwd=handout_tree, capture_output=True, text=True, timeout=120)
+                           "harness/tests"], cwd=handout_tree, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     collected = [l for l in proc.stdout.splitlines() if "::" in l]
     assert any("stage1" in l for l in collected) and any("stage3" in l for l in collected)
@@ -432,14 +436,14 @@ def test_with_extensions(tmp_path):
     dest = tmp_path / "tree"
     generate(dest, "--no-git", "--with", "stage4", "--with", "reclaim-idle")
     files = files_of(dest)
-    assert {"stage4_event/main.cpp", "harness/test_event.py", "docs/stage4.md",
-            "harness/test_reclaim.py", "stage3_limited/test/reclaim_test.cpp"} <= files
+    assert {"stage4_event/main.cpp", "harness/tests/test_event.py", "docs/stage4.md",
+            "harness/tests/test_reclaim.py", "stage3_limited/test/reclaim_test.cpp"} <= files
     assert "add_subdirectory(stage4_event)" in (dest / "CMakeLists.txt").read_text()
     assert "## Reclaiming idle slots" in (dest / "docs/stage3.md").read_text()
     limiter = (dest / "stage3_limited/limiter.cpp").read_text()
     assert "entry.reclaimable.reclaim()" in limiter  # the reclaim is given...
     assert "TODO(student): take a slot" in limiter  # ...the admission is still the student's
-    assert "Added by ./lab handout" not in (dest / "harness/conftest.py").read_text()
+    assert "Added by ./lab handout" not in (dest / "harness/tests/conftest.py").read_text()
 
 
 def test_stubs_are_clang_format_clean(handout_tree):

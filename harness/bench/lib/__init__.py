@@ -1,4 +1,4 @@
-"""The pieces of ``harness/bench.py``: one module per step of the benchmark.
+"""The pieces of ``harness/bench``: one module per step of the benchmark.
 
 - ``deps``     installs the Debian packages the benchmark needs when they are missing;
 - ``machine``  describes the machine the figures come from;

@@ -1,6 +1,6 @@
 """The scoreboard of /server-status (stages 3 and 4 with --status), in a real browser.
 
-Headless Chromium, driven over its DevTools protocol (harness/cdp.py), keeps the page open
+Headless Chromium, driven over its DevTools protocol (harness/tests/cdp.py), keeps the page open
 while the harness holds 12 idle connections from one address and is refused (429) on the
 13th: the page must show 12 busy cells for that address and the refusal within 2 s, and free
 them within 2 s of the holder closing. The page must load nothing but its own JSON, and its

@@ -148,7 +148,7 @@ def test_help_of_every_command_and_script(trees):
             proc = ss.sh(command, tree, timeout=600)
             assert proc.returncode == 0 and "usage" in proc.stdout.lower(), (name, command, proc.stderr[-2000:])
         scripts = ss.named_scripts(tree)
-        assert "harness/bench_shaped.py" in scripts and "harness/grade.py" in scripts, scripts
+        assert "harness/bench shaped" in scripts and "harness/grader" in scripts, scripts
         for script in scripts:
             proc = ss.sh(f"{ss.PYTHON} {script} --help", tree, timeout=60)
             assert proc.returncode == 0, (name, script, proc.stderr[-2000:])

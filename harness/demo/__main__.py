@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-KIT_DIR = Path(__file__).resolve().parent.parent
+KIT_DIR = Path(__file__).resolve().parents[2]
 #: The limits the course launches stage 3 with.
 MAX_CLIENT, MAX_TOTAL = 12, 60
 #: The servers' read deadline: long enough to watch idle connections, short enough to end.
@@ -290,7 +290,7 @@ class Demo:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="harness/demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--auto", type=float, metavar="SECONDS",
                         help="go on by itself after SECONDS per phase instead of waiting for Enter")
     parser.add_argument("--stage", default="stage3_limited",

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Ranks pairs of student submissions by the code they share, the handout's own code excluded.
 
     ./lab similarity SUBMISSIONS [--handout DIR]... [--top N] [--show N] [--min-run TOKENS]
@@ -10,7 +9,7 @@ hide a copy: `sim_c++` for C++ and, as sim has no Python front end, `sim_c` for 
 lexer splits Python into the same identifiers, numbers, strings and operators).
 
 1. The starter code every student got must not count: every source file of the handouts (by
-   default both tracks, cut from this kit with harness/handout.py; or --handout DIR) is given to
+   default both tracks, cut from this kit with harness/handout; or --handout DIR) is given to
    sim as an "old" file, and each run of a submission that matches it (sim -S) is blanked out
    of that submission before the submissions are compared (line numbers kept).
 2. Each language's submissions, one file each (its sources joined), are compared pairwise
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-KIT_DIR = Path(__file__).resolve().parent.parent
+KIT_DIR = Path(__file__).resolve().parents[2]
 #: File suffixes per language, and the sim front end that reads them.
 LANGUAGES = {
     "cpp": ((".cpp", ".cc", ".cxx", ".hpp", ".hh", ".h"), "sim_c++"),
@@ -231,14 +230,14 @@ def similarity(submissions: List[Path], handout: List[Path], min_run: int) -> Tu
 
 
 def cut_handouts(into: Path) -> List[Path]:
-    """Both tracks' student handouts, cut from this kit by harness/handout.py."""
+    """Both tracks' student handouts, cut from this kit by harness/handout."""
     if sys.version_info < (3, 11):
-        raise InputError("cutting the handouts needs Python 3.11+ (harness/handout.py reads the "
+        raise InputError("cutting the handouts needs Python 3.11+ (harness/handout reads the "
                          "rubric with tomllib): run ./lab similarity, or pass --handout DIR")
     trees = []
     for lang in ("cpp", "python"):
         tree = into / f"handout-{lang}"
-        proc = subprocess.run([sys.executable, str(KIT_DIR / "harness" / "handout.py"), "--no-git",
+        proc = subprocess.run([sys.executable, str(KIT_DIR / "harness" / "handout"), "--no-git",
                                "--lang", lang, str(tree)], capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
             raise InputError(f"could not cut the {lang} handout (or pass --handout DIR): "
@@ -283,7 +282,7 @@ def report(ranked: List[Pair], top: int, show: int, handout: List[Path], blanked
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="./lab similarity", description=__doc__.split("\n\n")[0],
-        epilog="See harness/README-grading.md (Course operations).")
+        epilog="See harness/grader/README.md (Course operations).")
     parser.add_argument("submissions", type=Path, help="folder of submissions, one folder each")
     parser.add_argument("--handout", type=Path, action="append", default=[], metavar="DIR",
                         help="the starter code to leave out (repeatable); default: both "
@@ -325,5 +324,3 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())

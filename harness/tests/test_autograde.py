@@ -1,4 +1,4 @@
-"""Tests of grading at course scale (harness/autograde.py):
+"""Tests of grading at course scale (harness/grader/batch.py, ``harness/grader batch``):
 
 - the Gradescope zip has setup.sh and run_autograder at its root, and its run_autograder,
   run on a fake /autograder tree (AUTOGRADER_ROOT), under the oldest Python on the machine,
@@ -19,7 +19,7 @@
   harms no neighbour and leaves nothing running (the uid-only layer too, for what it stops).
 
 Submissions for `all` are tiny CMake projects without a compiler (their "stages" are shell
-wrappers around harness/testdata/quirky_server.py), so the batch logic is tested in seconds.
+wrappers around harness/tests/testdata/quirky_server.py), so the batch logic is tested in seconds.
 """
 
 from __future__ import annotations
@@ -41,16 +41,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HARNESS_DIR
+from conftest import HARNESS_DIR, TESTDATA
 from test_grader import GRADER_PYTHON, no_process_mentions, sigterm_once_started
 from test_grader import grader_reads_toml  # noqa: F401 (autouse: tomli for an old GRADER_PYTHON)
 from test_handout import skip_under_sanitizers
 
 REPO_DIR = HARNESS_DIR.parent
-AUTOGRADE = HARNESS_DIR / "autograde.py"
-HANDOUT = HARNESS_DIR / "handout.py"
-HIDDEN = HARNESS_DIR / "testdata" / "hidden_checks"
-QUIRKY = HARNESS_DIR / "testdata" / "quirky_server.py"
+GRADER = HARNESS_DIR / "grader"
+HANDOUT = HARNESS_DIR / "handout"
+HIDDEN = TESTDATA / "hidden_checks"
+QUIRKY = TESTDATA / "quirky_server.py"
 #: The kit's own files, without build output or history: what a student's repository holds.
 WORKFLOW = ".github/workflows/classroom.yml"
 NOT_SOURCE = shutil.ignore_patterns(".git", "build", "build-*", "__pycache__", "grade-results")
@@ -66,7 +66,7 @@ def plain_build_only():
 
 
 def autograde(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([GRADER_PYTHON, str(AUTOGRADE), *args], capture_output=True, text=True,
+    return subprocess.run([GRADER_PYTHON, str(GRADER), "batch", *args], capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL, **kwargs)
 
 
@@ -88,8 +88,8 @@ def test_zip_has_gradescope_layout(gradescope_zip, tmp_path):
         names = set(zf.namelist())
         modes = {info.filename: info.external_attr >> 16 for info in zf.infolist()}
         zf.extractall(tmp_path)
-    assert {"setup.sh", "run_autograder", "autograder.json", "harness/grade.py",
-            "harness/autograde.py", "harness/grader/cli.py", "rubric.toml", "www/index.html",
+    assert {"setup.sh", "run_autograder", "autograder.json", "harness/grader/__main__.py",
+            "harness/grader/batch.py", "harness/grader/cli.py", "rubric.toml", "www/index.html",
             "hidden/0/subdir_index.py"} <= names
     for script in ("setup.sh", "run_autograder"):
         assert modes[script] & stat.S_IXUSR, f"{script} must be executable"
@@ -188,7 +188,7 @@ def test_classroom_workflow_grades_the_reference(tmp_path):
         assert proc.returncode == 0, f"{run}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     # And --fail-under does fail: the same step against a server with no limits.
     quirky = f"{sys.executable} {QUIRKY} -p {{port}} -r {{root}} --no-limits"
-    proc = subprocess.run([GRADER_PYTHON, str(HARNESS_DIR / "grade.py"), "--profile", "limited",
+    proc = subprocess.run([GRADER_PYTHON, str(GRADER), "grade", "--profile", "limited",
                            "--fail-under", "100", "--checks", "index_html,total_limit", "--out",
                            str(tmp_path / "low"), "--server-cmd", quirky], capture_output=True,
                           text=True, timeout=300)
@@ -452,7 +452,7 @@ def test_grade_all_stops_cleanly_on_sigterm(tmp_path, submissions):
     scratch.mkdir()
     token = (submissions / "carol" / "token").read_text()
     shutil.rmtree(submissions / "bob")
-    proc = subprocess.Popen([GRADER_PYTHON, str(AUTOGRADE), "all", str(submissions), "--out",
+    proc = subprocess.Popen([GRADER_PYTHON, str(GRADER), "batch", "all", str(submissions), "--out",
                              str(out), "--jobs", "2", "--budget", "300"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)})
     _, stderr = sigterm_once_started(proc, token, "carol's server")
@@ -493,7 +493,7 @@ def test_grade_all_stops_cleanly_on_sigterm(tmp_path, submissions):
 # Honest submissions are cheap (quirky_server.py behind shell wrappers, no compiler) and only a
 # few checks run, one of them hidden, so the batch takes about a minute.
 
-PAYLOAD = HARNESS_DIR / "testdata" / "hostile_payload.py"
+PAYLOAD = TESTDATA / "hostile_payload.py"
 #: Two visible checks and the hidden one, on both graded programs.
 CHECKS = "index_html,traversal,subdir_index"
 HIDDEN_ID = "subdir_index"
@@ -534,7 +534,7 @@ def aims_for(out_results: list, grades: list, submissions: list, outputs: list, 
     return {
         "results": [str(p) for p in out_results],
         "grades": [str(p) for p in grades],
-        "read": [str(REPO_DIR / "harness" / "rubric.toml"), str(HIDDEN / "*.py"),
+        "read": [str(REPO_DIR / "harness" / "grader" / "rubric.toml"), str(HIDDEN / "*.py"),
                  *[f"{s}/**/solution.txt" for s in submissions], "/tmp/**/solution.txt",
                  *[f"{o}/**/*" for o in outputs]],
         "plant": [str(REPO_DIR / "harness" / "grader" / "planted.py"), str(REPO_DIR / "planted.txt"),
