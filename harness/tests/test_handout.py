@@ -22,6 +22,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -409,7 +410,7 @@ def test_handout_questions_rubric_and_readme(handout_tree):
     body = [l for l in reference.splitlines() if len(l) > 40 and not l.startswith("#")]
     assert not [l for l in body if l in answers.splitlines()], "answer text in the handout"
 
-    rubric = handout.tomllib.loads((handout_tree / "harness/grader/rubric.toml").read_text())["checks"]
+    rubric = tomllib.loads((handout_tree / "harness/grader/rubric.toml").read_text())["checks"]
     assert rubric and all(entry.get("visibility", "visible") == "visible" for entry in rubric.values())
 
     readme = (handout_tree / "README.md").read_text()
