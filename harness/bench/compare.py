@@ -11,7 +11,7 @@ What it does, all on 127.0.0.1, every wait and every run bounded:
    libbenchmark-dev);
 2. generates one document root (bench/lib/site.py) and starts every server on it: stage1,
    stage2, stage3 and stage4 (-maxclient 256 -maxtotal 256; stage4 only once it is built), nginx
-   and Apache (each with its own configuration, written by benchlib/servers.py), python -m
+   and Apache (each with its own configuration, written by bench/lib/servers.py), python -m
    http.server;
 3. testcases 1 and 2: many small files / a few large files, fetched by one client and by
    --clients concurrent clients, byte counts checked (bench/lib/client.py);

@@ -6,7 +6,7 @@
   grader batch gradescope [--prefix /autograder]
                                                inside Gradescope's image (run_autograder)
 
-Python 3.8+, standard library only. harness/README-grading.md, "Deployment", explains each.
+Python 3.8+, standard library only. harness/grader/README.md, "Deployment", explains each.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ ZIP_CONFIG = "autograder.json"
 
 
 def add_config_options(parser: argparse.ArgumentParser, budget: float) -> None:
-    parser.add_argument("--rubric", type=Path, default=HARNESS_DIR / "rubric.toml", metavar="FILE",
+    parser.add_argument("--rubric", type=Path, default=HARNESS_DIR / "grader" / "rubric.toml", metavar="FILE",
                         help="rubric (default harness/grader/rubric.toml)")
     parser.add_argument("--hidden-dir", type=Path, action="append", default=[], metavar="DIR",
                         help="directory of hidden checks (repeatable)")
@@ -51,7 +51,7 @@ def add_config_options(parser: argparse.ArgumentParser, budget: float) -> None:
     parser.add_argument("--stdout-visibility", choices=VISIBILITIES, default="hidden")
     parser.add_argument("--log-lines", type=nonnegative_int, default=20, metavar="N")
     parser.add_argument("--timeout-scale", type=positive_float, default=1.0, metavar="F")
-    sandbox = parser.add_argument_group("sandbox (harness/README-grading.md, Sandbox)")
+    sandbox = parser.add_argument_group("sandbox (harness/grader/README.md, Sandbox)")
     sandbox.add_argument("--sandbox", choices=("auto", *LAYERS), default="auto",
                          help="how student code is sealed: bwrap (PID namespace, private file "
                               "system view), unshare (PID namespace), uid (a uid of its own "
@@ -88,7 +88,7 @@ def sandbox_layer(requested: str, unsandboxed: bool) -> str:
 
 def config_from(args: argparse.Namespace) -> Config:
     problems = [f"--hidden-dir {d}: not a directory (keep the course's hidden checks in a folder "
-                f"of their own, readable by you only; harness/README-grading.md, Hidden checks)"
+                f"of their own, readable by you only; harness/grader/README.md, Hidden checks)"
                 for d in args.hidden_dir if not d.is_dir()]
     problems += [f"--rubric {args.rubric}: no such file"] if not args.rubric.is_file() else []
     if problems:

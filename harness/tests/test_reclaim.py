@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import time
 
-from benchlib.flood import Trickler
+from bench.lib.flood import Trickler
 from conftest import (
     LIMITED_STAGES,
     REASONS,

@@ -1,4 +1,4 @@
-"""An example hidden check, loaded with ``grade.py --hidden-dir harness/testdata/hidden_checks``.
+"""An example hidden check, loaded with ``harness/grader grade --hidden-dir harness/tests/testdata/hidden_checks``.
 
 Files in a hidden-check directory are plain Python importing the same decorator as the
 built-in checks. A check defined here is ``hidden`` (results.json shows it to students only
