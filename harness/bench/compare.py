@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark of the stages against nginx, Apache httpd and Python's http.server, in one command.
 
     /usr/bin/python3 harness/bench compare              # full run (≈ 15 minutes); build/bench/

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Testcases 1 and 2 of the bench through a simulated network: what concurrency buys.
 
 On loopback a whole testcase takes tens of milliseconds and the speedups mostly measure the

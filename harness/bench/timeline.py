@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Request timelines: when each client connected, got its first byte and its last, per stage.
 
 Question 5's test cases 1 (many small files) and 2 (a few large files), fetched by --clients
