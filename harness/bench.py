@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark of the stages against nginx, Apache httpd and Python's http.server, in one command.
 
-    /usr/bin/python3 harness/bench.py              # full run (≈ 15 minutes); build/bench/
-    /usr/bin/python3 harness/bench.py --quick      # fewer rounds (≈ 6 minutes), indicative only
+    /usr/bin/python3 harness/bench.py              # full run (≈ 17 minutes); build/bench/
+    /usr/bin/python3 harness/bench.py --quick      # fewer rounds (≈ 7 minutes), indicative only
     /usr/bin/python3 harness/bench.py --publish    # full run into docs/bench/ (the reference)
 
 What it does, all on 127.0.0.1, every wait and every run bounded:
@@ -32,7 +32,7 @@ What it does, all on 127.0.0.1, every wait and every run bounded:
    more concurrent pass of each testcase over every stage, each request's connect, first and
    last byte drawn per client (benchlib/spans.py, as harness/timeline.py draws them).
 
-Only some sections: --only status (≈ 2 minutes) measures what --status costs, alone.
+Only some sections: --only status (≈ 1.5 minutes) measures what --status costs, alone.
 
 The servers' and ab's own output stays in a temporary directory, kept with --keep-tmp.
 """
@@ -134,7 +134,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="fewer rounds (≈ 6 minutes); the summary marks the figures as "
+                        help="fewer rounds (≈ 7 minutes); the summary marks the figures as "
                         "indicative only")
     parser.add_argument("--clients", type=int, help="concurrent clients of testcases 1 and 2 "
                         "(default 12)")
