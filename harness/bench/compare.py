@@ -1,7 +1,7 @@
 """Benchmark of the stages against nginx, Apache httpd and Python's http.server, in one command.
 
-    /usr/bin/python3 harness/bench compare              # full run (≈ 15 minutes); build/bench/
-    /usr/bin/python3 harness/bench compare --quick      # fewer rounds (≈ 6 minutes), indicative only
+    /usr/bin/python3 harness/bench compare              # full run (≈ 17 minutes); build/bench/
+    /usr/bin/python3 harness/bench compare --quick      # fewer rounds (≈ 7 minutes), indicative only
     /usr/bin/python3 harness/bench compare --publish    # full run into docs/bench/ (the reference)
 
 What it does, all on 127.0.0.1, every wait and every run bounded:
@@ -18,12 +18,20 @@ What it does, all on 127.0.0.1, every wait and every run bounded:
    calibration run per server and concurrency, then rounds of 3 s runs, one run per server per
    round in rotating order; the context switches of each server are read before and after
    each run (bench/lib/ab.py, bench/lib/ctxsw.py). Ratios to nginx are taken within a round;
-5. the idle-connection flood against each stage (and a trickle flood, and stages 3 and 4 with
+5. status: stages 3 and 4 with --status while a poller fetches /server-status twice a
+   second (as the scoreboard page does) and without, ab on the 1 KiB file at c=12, one run
+   each per round, with and without taking turns to go first: req/s, server CPU per request
+   and their ratios with/without (bench/lib/statuscost.py);
+6. the idle-connection flood against each stage (and a trickle flood, and stages 3 and 4 with
    --reclaim-idle): threads and memory from /proc as 1,000 idle connections (10,000 for
    stage4) open, then the rate of admitted requests from a fresh address (bench/lib/flood.py);
-6. the Google Benchmark micro-benchmarks of the parser (bench/micro, bench/lib/micro.py);
-7. CSV files, PNG plots and summary.md in build/bench/, or docs/bench/ with --publish
-   (bench/lib/report.py).
+7. the Google Benchmark micro-benchmarks of the parser (bench/micro, bench/lib/micro.py);
+8. CSV files, PNG plots and summary.md in build/bench/, or docs/bench/ with --publish
+   (bench/lib/report.py), among them timeline-testcase1.png and timeline-testcase2.png: one
+   more concurrent pass of each testcase over every stage, each request's connect, first and
+   last byte drawn per client (bench/lib/spans.py, as harness/bench timeline draws them).
+
+Only some sections: --only status (≈ 1.5 minutes) measures what --status costs, alone.
 
 The servers' and ab's own output stays in a temporary directory, kept with --keep-tmp.
 """
@@ -50,6 +58,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 # bench.lib imports only the standard library at load time (matplotlib when plotting), so
 # this works before deps.ensure() has installed anything.
 from bench.lib import ab, client, ctxsw, deps, flood, machine, micro, report
+from bench.lib import spans, statuscost
 from bench.lib import servers as sv
 from bench.lib.site import HUGE, SMALL_1K, make_site
 
@@ -59,7 +68,7 @@ STAGES = {"stage1": "stage1_sequential", "stage2": "stage2_threaded", "stage3": 
 OPTIONAL_STAGES = {"stage4"}
 #: Stages with stage 3's command line (-maxclient, -maxtotal, --reclaim-idle).
 LIMITED_STAGES = {"stage3", "stage4"}
-SECTIONS = ("testcases", "ab", "large", "flood", "micro")
+SECTIONS = ("testcases", "ab", "large", "status", "flood", "micro")
 #: The peers the throughput sections compare the stages with.
 PEERS = ("nginx", "apache", "python")
 
@@ -77,6 +86,10 @@ class Settings:
     ab_socket_timeout: float = 10.0
     large_reps: int = 5
     large_c: int = 4
+    #: rounds of the status section (stages 3 and 4, ± --status); even, so that each of a
+    #: stage's two runs goes first in as many rounds as the other
+    status_reps: int = 6
+    status_c: int = 12  #: its ab concurrency on the 1 KiB file
     stage3_max_client: int = 256  #: stages 3 and 4 in the throughput tests
     stage3_max_total: int = 256
     server_timeout: int = 10
@@ -96,7 +109,7 @@ class Settings:
         if not quick:
             return cls(quick=False)
         # Quick keeps the 3 s runs (shorter ones measure nothing) and cuts the rounds.
-        return cls(quick=True, tc_reps=3, reps=2, large_reps=2, flood_window=2.0,
+        return cls(quick=True, tc_reps=3, reps=2, large_reps=2, status_reps=4, flood_window=2.0,
                    micro_min_time=0.05)
 
     @property
@@ -119,7 +132,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="harness/bench compare", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="fewer rounds (≈ 6 minutes); the summary marks the figures as "
+                        help="fewer rounds (≈ 7 minutes); the summary marks the figures as "
                         "indicative only")
     parser.add_argument("--clients", type=int, help="concurrent clients of testcases 1 and 2 "
                         "(default 12)")
@@ -270,6 +283,26 @@ def run_testcases(settings, site, running, results, log):
                     if run.error:
                         log(f"{case} {server.name} {mode}: {run.error}")
         log(f"testcases round {rep + 1}/{settings.tc_reps} done")
+    record_timelines(settings, cases, running, results, log)
+
+
+#: The testcases' keys in the timelines' file names.
+TIMELINE_KEYS = {"testcase 1 (many small files)": "testcase1",
+                 "testcase 2 (few large files)": "testcase2"}
+
+
+def record_timelines(settings, cases, running, results, log):
+    """One more concurrent pass of each testcase over every stage, each request timed
+    (connect, first byte, last byte per client) for the timeline plots; not in the
+    testcases' figures."""
+    stages = [server for server in running if server.name in STAGES]
+    for case, files in cases.items():
+        drawn = results.timelines.setdefault(TIMELINE_KEYS[case], {})
+        for server in stages:
+            drawn[server.name] = spans.record(server.port, list(files), settings.clients)
+        log(f"timeline of {case}: " + ", ".join(
+            f"{name} {max((s.last_byte for s in made), default=0):.3f} s"
+            for name, made in drawn.items()))
 
 
 def _delta(before, after):
@@ -400,6 +433,88 @@ def run_ab_large(settings, site, running, work, results, log, counter):
         log(f"100 MiB c={c} round {rep + 1}/{settings.large_reps}: MiB/s " + ", ".join(line))
 
 
+def status_order(servers, rep):
+    """The order of one round of the status section: the stages in rotating order, each
+    stage's two servers side by side, the one with --status second in even rounds and first
+    in odd ones. (A run measured right after another of the same stage came out slower on
+    this machine: with a fixed order within the pair, that alone looked like a cost.)"""
+    pairs = {}
+    for server in servers:
+        pairs.setdefault(server.name.removesuffix(statuscost.WITH), []).append(server)
+    order = []
+    for stage in rotated(list(pairs), rep):
+        pair = sorted(pairs[stage], key=lambda s: s.name.endswith(statuscost.WITH))
+        order += pair if rep % 2 == 0 else pair[::-1]
+    return order
+
+
+def run_status_cost(settings, site, work, stages, results, log, counter, only=None):
+    """Stages 3 and 4 (those built, and named in @p only if given), each started twice: with
+    --status, polled by a statuscost.Poller during its runs, and without; ab on the 1 KiB
+    file at settings.status_c, one run per server per round in rotating order."""
+    made = []
+    for short in sorted(LIMITED_STAGES & set(stages)):
+        if only is not None and short not in only:
+            continue
+        limits = ("-maxclient", str(settings.stage3_max_client),
+                  "-maxtotal", str(settings.stage3_max_total))
+        for name, extra in ((short, limits), (short + statuscost.WITH, (*limits, "--status"))):
+            status_dir = work / f"status-{name}"
+            status_dir.mkdir()
+            made.append(sv.StageServer(status_dir, site.root, stages[short], name,
+                                       timeout=settings.server_timeout, extra=extra))
+    if not made:
+        results.notes.append("status section: neither stage3 nor stage4 to measure")
+        return
+    running = []
+    try:
+        for server in made:
+            server.start()
+            server.verify(site.small_1k, site.size(site.small_1k))
+            if server.name.endswith(statuscost.WITH):
+                server.verify("/server-status", None)
+            running.append(server)
+            results.server_commands[server.name] = server.describe()
+            log(f"{server.name} listening on port {server.port} (pid {server.pid})")
+        c = settings.status_c
+        caps = _calibrate(settings, running, site.small_1k, (c,), work, results, log,
+                          "status")
+        for rep in range(settings.status_reps):
+            line = []
+            for server in status_order(running, rep):
+                polled = server.name.endswith(statuscost.WITH)
+                poller = statuscost.Poller(server.port)
+                url = f"http://127.0.0.1:{server.port}{site.small_1k}"
+                tag = f"status-{server.name}-r{rep + 1}"
+                if polled:
+                    with poller:
+                        result, drops, ctx = _ab_run(url, caps[c], c, settings, work, tag,
+                                                     server, counter)
+                else:
+                    result, drops, ctx = _ab_run(url, caps[c], c, settings, work, tag, server,
+                                                 counter)
+                row = _ab_row(result, drops, ctx, server.name, site.small_1k,
+                              site.size(site.small_1k), c, rep + 1)
+                row.update({"stage": server.name.removesuffix(statuscost.WITH),
+                            "status": polled, "polls_ok": poller.ok,
+                            "polls_failed": poller.failed})
+                results.status_rows.append(row)
+                cpu = row["cpu_us_per_request"]
+                line.append(f"{server.name} {result.rps or 0:,.0f}"
+                            + (f" {cpu:.1f}µs" if cpu is not None else "")
+                            + (f" ({poller.ok} polls, {poller.failed} failed: "
+                               f"{poller.last_error})" if poller.failed else
+                               (f" ({poller.ok} polls)" if polled else "")))
+            log(f"status c={c} round {rep + 1}/{settings.status_reps}: req/s, server "
+                "CPU/request: " + ", ".join(line))
+    except sv.ServerError as error:
+        results.notes.append(f"status section: {error}")
+        log(f"status section: {error}")
+    finally:
+        for server in made:
+            server.stop()
+
+
 #: The floods run, in order: (stage, variant, extra options, limits). Stages 3 and 4 run with
 #: and without --reclaim-idle and stage 3's flood limits ("stage3": -maxclient 12 -maxtotal
 #: 60), so the table shows the lockout and what the flag does to it; stage 4 also runs once
@@ -512,6 +627,22 @@ def console_summary(results, goals, out: Path) -> str:
                          f"(median {lengths['median']:.2f} s, {lengths['runs']} runs, "
                          f"{lengths['short']} ended early at their -n cap)")
         lines.append("")
+    status = statuscost.summary(results.status_rows)
+    if status:
+        lines.append(f"{'--status cost':14} {'req/s w/o':>10} {'with':>9} {'ratio':>6} "
+                     f"{'CPU us w/o':>10} {'with':>6} {'ratio':>6} {'min-max':>12} "
+                     f"{'rounds':>6} noise")
+        for r in status:
+            noise = {True: "within", False: "OUTSIDE", None: "–"}[statuscost.within_noise(r)]
+            spread = (f"{r['cpu_us_ratio_min']:.3f}-{r['cpu_us_ratio_max']:.3f}"
+                      if r["cpu_us_ratio_min"] is not None else "–")
+            lines.append(f"{r['stage']:14} {f(r['rps_without'], '{:,.0f}'):>10} "
+                         f"{f(r['rps_with'], '{:,.0f}'):>9} {f(r['rps_ratio'], '{:.3f}'):>6} "
+                         f"{f(r['cpu_us_without'], '{:.1f}'):>10} "
+                         f"{f(r['cpu_us_with'], '{:.1f}'):>6} "
+                         f"{f(r['cpu_us_ratio'], '{:.3f}'):>6} {spread:>12} "
+                         f"{r['rounds']:>6} {noise}")
+        lines.append("")
     for t in goals:
         mark = "?" if t.ok is None else ("OK  " if t.ok else "MISS")
         lines.append(f"{mark} {t.text}: {t.figure}")
@@ -552,7 +683,7 @@ def main(argv: list[str]) -> int:
     if args.clients:
         settings.clients = args.clients
     if args.reps:
-        settings.reps = settings.tc_reps = settings.large_reps = args.reps
+        settings.reps = settings.tc_reps = settings.large_reps = settings.status_reps = args.reps
     if args.concurrency:
         settings.concurrencies = args.concurrency
     log = Log()
@@ -609,6 +740,8 @@ def main(argv: list[str]) -> int:
                 run_ab_large(settings, site, running, work, results, log, counter)
             for server in running:
                 server.stop()
+        if "status" in wanted:
+            run_status_cost(settings, site, work, stages, results, log, counter, args.servers)
         if "flood" in wanted:
             run_floods(settings, site, work, stages, results, log)
         if "micro" in wanted:
@@ -630,4 +763,3 @@ def main(argv: list[str]) -> int:
     goals = report.write_all(out, results, SMALL_1K, HUGE)
     print(console_summary(results, goals, out), flush=True)
     return 0
-

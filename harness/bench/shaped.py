@@ -8,7 +8,10 @@ networks would see. Each stage and `python3 -m http.server` serve the bench's do
 root; for each of --reps rounds, in rotating order, one client fetches every file of a
 testcase in turn (sequential) and --clients threads share the list (concurrent). The
 speedup of a round is its sequential time over its concurrent time; the table gives the
-median over the rounds and their min–max.
+median over the rounds and their min–max. After the rounds, each testcase is fetched once
+more by --clients clients from every server through the same network, each request's
+connect, first byte and last byte recorded (bench/lib/spans.py): shaped-timeline-testcase1.png
+and shaped-timeline-testcase2.png (and .csv) beside shaped.md.
 
     /usr/bin/python3 harness/bench shaped               # results in build/bench-shaped/
     /usr/bin/python3 harness/bench shaped --publish     # into docs/bench/ (shaped.md)
@@ -32,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.lib import client, machine
+from bench.lib import client, machine, spans
 from bench.lib import servers as sv
 from bench.lib.shaper import ShapedProxy
 from bench.lib.site import KIB, make_site
@@ -198,6 +201,41 @@ def summarise(rows: list[dict], args: argparse.Namespace, servers: list[str],
     return "\n".join(lines)
 
 
+#: The timelines' file stems and titles, by testcase.
+TIMELINES = {"testcase 1 (many small files)": ("shaped-timeline-testcase1",
+                                               "testcase 1: many small files"),
+             "testcase 2 (few large files)": ("shaped-timeline-testcase2",
+                                              "testcase 2: a few large files")}
+
+
+def record_timelines(running: list[sv.Server], cases: dict[str, dict[str, int]],
+                     args: argparse.Namespace, rate: float) -> dict[str, dict]:
+    """Testcase → server → the spans of one more concurrent pass through the shaped network
+    (not part of the table's figures)."""
+    timelines: dict[str, dict] = {}
+    for case, files in cases.items():
+        drawn = timelines.setdefault(case, {})
+        for server in running:
+            with ShapedProxy(server.port, args.rtt_ms / 1000, rate) as proxy:
+                drawn[server.name] = spans.record(proxy.port, list(files), args.clients)
+        print(f"timeline {case[:10]}: " + ", ".join(
+            f"{name} {max((s.last_byte for s in made), default=0):.2f} s"
+            for name, made in drawn.items()), flush=True)
+    return timelines
+
+
+def write_timelines(timelines: dict[str, dict], args: argparse.Namespace) -> list[str]:
+    """The timelines' CSV files and, with matplotlib, their PNGs, into args.out."""
+    written = []
+    for case, drawn in timelines.items():
+        stem, title = TIMELINES[case]
+        count = max((len(v) for v in drawn.values()), default=0)
+        heading = (f"{title}: {count} requests by {args.clients} concurrent clients, "
+                   f"{args.rtt_ms:g} ms round trip, {args.mbit:g} Mbit/s per connection")
+        written += spans.save(drawn, heading, args.out, stem)
+    return written
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     started = time.monotonic()
@@ -210,6 +248,7 @@ def main(argv: list[str]) -> int:
     rate = args.mbit * 1e6 / 8
     facts = machine.describe(args.build_dir, REPO_DIR, list(binaries.values()))
     rows: list[dict] = []
+    timelines: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="lab-bench-shaped-") as tmp:
         work = Path(tmp)
         site = make_site(work / "root", huge_size=KIB)  # the 100 MiB file is not used here
@@ -241,18 +280,31 @@ def main(argv: list[str]) -> int:
                                              "error": run.error or ""})
                                 print(f"round {rep + 1} {server.name:7} {case[:10]} {mode:10} "
                                       f"{run.seconds:7.2f} s {run.error or ''}", flush=True)
+            timelines = record_timelines(running, cases, args, rate)
         finally:
             for server in running:
                 server.stop()
     args.out.mkdir(parents=True, exist_ok=True)
+    written = write_timelines(timelines, args)
     with open(args.out / "shaped_runs.csv", "w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     summary = summarise(rows, args, [s.name for s in running],
                         command.strip(), time.monotonic() - started, facts)
+    pngs = [name for name in written if name.endswith(".png")]
+    if written:
+        summary += ("\nTimelines: after the rounds, each testcase is fetched once more by "
+                    f"{args.clients} concurrent clients from every server through the same "
+                    "network, each request's connect, first and last byte recorded: "
+                    + ", ".join(f"`{name}`" for name in (pngs or written))
+                    + ("" if pngs else " (python3-matplotlib is missing: no PNG drawn)")
+                    + ".\n")
     (args.out / "shaped.md").write_text(summary + "\n")
     print(summary)
-    print(f"bench shaped: wrote {args.out / 'shaped.md'} and shaped_runs.csv")
+    print(f"bench shaped: wrote {args.out / 'shaped.md'}, shaped_runs.csv, "
+          + ", ".join(written))
+    missing = spans.matplotlib_missing()
+    if missing:
+        print(f"bench shaped: {missing}", flush=True)
     return 0
-

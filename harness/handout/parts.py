@@ -115,7 +115,8 @@ PYTHON_DIR = "python/"
 PYTHON_SHARED = ("www/", "harness/grader/",
                  "harness/bench/__init__.py", "harness/bench/__main__.py", "harness/bench/shaped.py",
                  *(f"harness/bench/lib/{name}.py" for name in (
-                     "__init__", "client", "ctxsw", "machine", "servers", "shaper", "site")))
+                     "__init__", "client", "ctxsw", "machine", "servers", "shaper", "site",
+                     "spans")))
 #: The programs a Python tree's grader runs: (name, profile, --server-cmd), one file for both.
 PYTHON_TARGETS = (
     ("http_server.py (threaded)", "threaded", "python3 http_server.py -p {port}"),

@@ -471,7 +471,7 @@ def test_grade_all_stops_cleanly_on_sigterm(tmp_path, submissions):
 #
 # One batch, ``./lab grade-all --jobs 2`` with the default options (the sandbox chooses its own
 # layer), holds two honest copies (one sorted before, one after the hostile ones) and one hostile
-# submission per attack (harness/testdata/hostile_payload.py):
+# submission per attack (harness/tests/testdata/hostile_payload.py):
 #
 #   h-tamper     rewrites its results.json and grades.csv while it is graded, and keeps at it
 #                from a daemon after grading is over

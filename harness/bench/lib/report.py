@@ -15,6 +15,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import spans, statuscost
 from .flood import FloodResult
 from .micro import MicroRun
 
@@ -48,6 +49,10 @@ class Results:
     calibration_rows: list[dict] = field(default_factory=list)
     ctx_method: str = ""  #: how context switches were counted (ctxsw.Counter.describe)
     stages: list[str] = field(default_factory=list)  #: the stages that were built and run
+    #: Testcase key ("testcase1") → stage → its requests' spans, for the timeline plots.
+    timelines: dict[str, dict[str, list[spans.Span]]] = field(default_factory=dict)
+    #: The status section's ab runs: stages 3 and 4 with and without --status.
+    status_rows: list[dict] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------
@@ -423,6 +428,9 @@ def write_csvs(out: Path, results: Results, tc_summary, summary) -> list[str]:
         "ab_summary.csv": summary,
         "ab_calibration.csv": results.calibration_rows,
     }
+    if results.status_rows:
+        files["status_runs.csv"] = results.status_rows
+        files["status.csv"] = statuscost.summary(results.status_rows)
     series, flood_summary = flood_rows(results.floods)
     files["flood_threads.csv"] = series
     files["flood_summary.csv"] = flood_summary
@@ -847,6 +855,18 @@ def summary_md(results: Results, tc_summary, summary, goals: list[Target], small
                       "an idle admitted connection and frees its slot."]
         lines.append("")
 
+    lines += status_section(results)
+
+    if results.timelines:
+        lines += ["## Request timelines", "",
+                  "After the testcases' rounds, each testcase is fetched once more by "
+                  f"{s['clients']} concurrent clients from every stage, each request's "
+                  "connect, first byte and last byte recorded per client "
+                  "(`bench/lib/spans.py`): `timeline-testcase1.png` and "
+                  "`timeline-testcase2.png`, with the figures in the CSV files of the same "
+                  "names. On loopback with clients that read as fast as they can; "
+                  "`harness/bench timeline` draws the guide's figures with paced clients.", ""]
+
     micro = results.micro
     if micro is not None:
         lines += ["## Micro-benchmarks (Google Benchmark)", ""]
@@ -874,7 +894,9 @@ OUTPUT_FILES = (
     "summary.md", "machine.txt", "testcases_runs.csv", "testcases.csv", "ab_runs.csv",
     "ab_summary.csv", "ab_calibration.csv", "flood_threads.csv", "flood_summary.csv",
     "micro.csv", "req_per_s.png", "latency_c12.png", "flood_threads.png", "testcases.png",
-    "large_file.png", "ctx_switches_c12.png",
+    "large_file.png", "ctx_switches_c12.png", "status_runs.csv", "status.csv",
+    "timeline-testcase1.csv", "timeline-testcase1.png", "timeline-testcase2.csv",
+    "timeline-testcase2.png",
 )
 
 
@@ -889,6 +911,7 @@ def write_all(out: Path, results: Results, small: str, huge: str) -> list[Target
     files = ["summary.md", "machine.txt"]
     files += write_csvs(out, results, tc_summary, summary)
     files += write_plots(out, results, tc_summary, summary, small, huge)
+    files += write_timelines(out, results)
     for csv_file in out.glob("*.csv"):
         csv_file.write_text(portable(csv_file.read_text()))
     (out / "machine.txt").write_text(portable(
@@ -897,6 +920,62 @@ def write_all(out: Path, results: Results, small: str, huge: str) -> list[Target
     (out / "summary.md").write_text(portable(
         summary_md(results, tc_summary, summary, goals, small, huge, files)))
     return goals
+
+
+#: The timelines' titles, by testcase key.
+TIMELINE_TITLES = {"testcase1": "testcase 1: many small files",
+                   "testcase2": "testcase 2: a few large files"}
+
+
+def write_timelines(out: Path, results: Results) -> list[str]:
+    """timeline-testcase1/2.csv and .png (the PNG needs matplotlib; a note says when it is
+    missing)."""
+    made = []
+    for key, drawn in results.timelines.items():
+        count = max((len(v) for v in drawn.values()), default=0)
+        title = (f"{TIMELINE_TITLES.get(key, key)}: {count} requests by "
+                 f"{results.settings['clients']} concurrent clients on loopback "
+                 "(one pass after the bench's rounds)")
+        made += spans.save(drawn, title, out, f"timeline-{key}")
+    missing = spans.matplotlib_missing()
+    if results.timelines and missing:
+        results.notes.append(missing)
+    return made
+
+
+def status_section(results: Results) -> list[str]:
+    """summary.md's section on what --status costs."""
+    table = statuscost.summary(results.status_rows)
+    if not table:
+        return []
+    s = results.settings
+    lines = ["## What `--status` costs", "",
+             f"Stages 3 and 4 each run twice, with `--status` while a poller fetches "
+             f"`/server-status` (JSON) every {statuscost.POLL_INTERVAL:g} s as the scoreboard "
+             "page does (its requests are part of the figures \"with\"), and without; "
+             f"`ab -c {s['status_c']}` on the 1 KiB file for {s['run_seconds']} s, one run per "
+             f"server per round, {_times(s['status_reps'], 'round')}: the stages in rotating "
+             "order, a stage's two runs side by side, with `--status` second in even rounds "
+             "and first in odd ones (on a shared machine the second of two runs of one stage "
+             "tended to come out slower, which a fixed order would count as a cost). "
+             "Medians (min–max) over the rounds where both runs completed; the ratio "
+             "with/without is taken within each round, its median and min–max shown. "
+             "*Within noise*: the CPU ratio lies inside the spread of the runs without "
+             "`--status` themselves (their min and max over their median).", ""]
+    lines += _table(["stage", "req/s without", "req/s with", "req/s ratio",
+                     "CPU µs/req without", "CPU µs/req with", "CPU ratio", "within noise",
+                     "rounds", "polls (failed)"], [
+        [r["stage"], _f(r["rps_without"]), _f(r["rps_with"]),
+         f"{_f(r['rps_ratio'], '{:.3f}')} ({_range(r['rps_ratio_min'], r['rps_ratio_max'], '{:.3f}')})",
+         f"{_f(r['cpu_us_without'], '{:.1f}')} "
+         f"({_range(r['cpu_us_without_min'], r['cpu_us_without_max'], '{:.1f}')})",
+         f"{_f(r['cpu_us_with'], '{:.1f}')} "
+         f"({_range(r['cpu_us_with_min'], r['cpu_us_with_max'], '{:.1f}')})",
+         f"{_f(r['cpu_us_ratio'], '{:.3f}')} ({_range(r['cpu_us_ratio_min'], r['cpu_us_ratio_max'], '{:.3f}')})",
+         {True: "yes", False: "no", None: "–"}[statuscost.within_noise(r)],
+         str(r["rounds"]), f"{r['polls_ok']} ({r['polls_failed']})"] for r in table])
+    lines.append("")
+    return lines
 
 
 def portable(text: str) -> str:

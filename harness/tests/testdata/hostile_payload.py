@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""What a hostile submission does to its grader (harness/test_sandbox.py copies this file into
+"""What a hostile submission does to its grader (harness/tests/test_autograde.py copies this file into
 each hostile submission, with a config.json saying which attack and which paths to aim at).
 
   hostile_payload.py build CONFIG     run from the submission's CMakeLists.txt
