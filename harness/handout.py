@@ -156,9 +156,11 @@ LEFT_OUT = ("docs/bench/",)
 #: go to its top directory (python/http_server.py → http_server.py, python/docs/ → docs/).
 PYTHON_DIR = "python/"
 #: What a Python tree takes from the rest of the kit, besides PYTHON_DIR: the sample site, the
-#: grader and its rubric, and the benchmark of question 5.
+#: grader and its rubric, the benchmark of question 5, and the guide's runner (./lab doctest)
+#: with the tool its blocks use.
 PYTHON_SHARED = ("www/", "harness/grade.py", "harness/grader/", "harness/rubric.toml",
-                 "harness/README-grading.md", "harness/bench_shaped.py", "harness/benchlib/")
+                 "harness/README-grading.md", "harness/bench_shaped.py", "harness/benchlib/",
+                 "harness/doctest_guide.py", "docs/tools/hold.py")
 #: The programs a Python tree's grader runs: (name, profile, --server-cmd), one file for both.
 PYTHON_TARGETS = (
     ("http_server.py (threaded)", "threaded", "python3 http_server.py -p {port}"),
@@ -748,6 +750,15 @@ def question5(servers: str, build: str) -> list[str]:
     ]
 
 
+def doctest_note(server: str) -> list[str]:
+    """The README's paragraph on ./lab doctest, which checks the guide's blocks on @p server."""
+    return paragraph(
+        "`./lab doctest` runs the command blocks of this README, `docs/` and `ANSWERS.md` that "
+        f"can run unattended, against {server}, and checks that they print what the pages say "
+        "(`harness/doctest_guide.py --help`); those that need code you write fail until it "
+        "does its job.") + [""]
+
+
 def python_readme(tree: dict[str, "Output"], solution: bool, maxima: dict[str, float]) -> str:
     """The README of a Python tree (--lang python)."""
     out = ["# Concurrent HTTP server lab, in Python" + (": solution tree" if solution else ""), ""]
@@ -785,7 +796,9 @@ def python_readme(tree: dict[str, "Output"], solution: bool, maxima: dict[str, f
         "./lab run                        # serve www/ on http://localhost:8080/ (Ctrl-C stops it)",
         "./lab run --sequential           # the same with stage 1",
         "python3 http_server.py --help    # every option",
+        "./lab doctest                    # the guide's commands, run and checked",
         "```", "",
+    ] + doctest_note("`http_server.py`") + [
         "## Check your work with the grader", "",
         "`./lab grade` runs the checks your submission will be scored with, against your server:",
         "",
@@ -904,10 +917,12 @@ def student_readme(tree: dict[str, "Output"], kept: set[str], solution: bool,
         "./lab run stage2_threaded        # serve www/ on http://localhost:8080/ (Ctrl-C stops it)",
         "./lab test                       # every unit test and the harness, through CTest",
         "build/bin/limiter_tests          # stage 3's unit tests alone",
+        "./lab doctest                    # the guide's commands, run and checked",
         "```", "",
         "Every stage prints its options with `--help`. The unit tests and harness tests of the",
         "given parts pass from the start; those of stages 2 and 3 fail until your code does its",
         "job, and a failing limiter test prints the `TODO(student)` it ran into.", "",
+    ] + doctest_note("the stages `./lab doctest` builds first") + [
         "## Check your work with the grader", "",
         "`./lab grade` builds, then runs the checks your submission will be scored with:", "",
         "<!-- doctest: skip — grades for a minute each; the autograder runs the same checks -->",

@@ -165,6 +165,38 @@ def grade(command: str, tree: Path, out: Path) -> dict:
     return json.loads((out / "results.json").read_text()) | {"summary": proc.stdout}
 
 
+#: The pages ./lab doctest runs by default (harness/doctest_guide.py's DEFAULT_PAGES).
+DOCTEST_PAGES = ("README.md", "docs/*.md", "ANSWERS.md")
+
+
+def doctest_markers(tree: Path) -> dict[str, str]:
+    """The doctest markers of the tree's default pages that run (all but `skip`), as the runner
+    names them ("docs/index.md:LINE", the line of the block's fence) → the verb."""
+    markers: dict[str, str] = {}
+    for pattern in DOCTEST_PAGES:
+        for page in sorted(tree.glob(pattern)):
+            verbs: list[str] = []
+            for number, line in enumerate(page.read_text().split("\n"), 1):
+                if match := re.match(r"^\s*<!-- doctest:?\s*(\w+)", line):
+                    verbs.append(match[1])
+                elif re.match(r"^\s*(```|~~~)", line):
+                    for verb in verbs:
+                        if verb != "skip":
+                            markers.setdefault(f"{page.relative_to(tree)}:{number}", verb)
+                    verbs = []
+    return markers
+
+
+def run_doctest(tree: Path) -> tuple[subprocess.CompletedProcess, dict[str, str], tuple[int, int]]:
+    """`./lab doctest -v` in @p tree: (the process, "page:LINE" → "ok" or "FAIL" for every
+    check it ran, (passed, failed) from its last line)."""
+    proc = sh("./lab doctest -v", tree, timeout=1200)
+    verdicts = {m[2]: m[1] for m in re.finditer(r"^(ok|FAIL) +(\S+:\d+) \w+$", proc.stdout, re.M)}
+    summary = re.findall(r"^(\d+) passed, (\d+) failed$", proc.stdout, re.M)
+    assert summary, f"./lab doctest printed no summary:\n{(proc.stdout + proc.stderr)[-3000:]}"
+    return proc, verdicts, (int(summary[-1][0]), int(summary[-1][1]))
+
+
 def passed_points(results: dict) -> float:
     """Points of the checks that passed whole (what a Classroom step per check earns)."""
     return sum(t["max_score"] for t in results["tests"] if t["score"] == t["max_score"])

@@ -34,7 +34,7 @@ STUBBED_UNIT_TESTS = {"ConnectionLimiter.AdmitsUpToPerClientLimit",
                       "ThreadSet.RunsEachHandlerOnItsOwnThreadWithItsConnection",
                       "ThreadSet.FinishedThreadsAreReapedWithoutANewSpawn"}
 #: The README's commands this test knows how to run; a new one fails the test until it does.
-KNOWN = re.compile(r"^(\./lab (build|run|test|grade|speedup)\b|build/bin/limiter_tests$)")
+KNOWN = re.compile(r"^(\./lab (build|run|test|grade|speedup|doctest)\b|build/bin/limiter_tests$)")
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +191,8 @@ def test_speedup_in_the_solution_tree(trees):
 
 
 def test_doctest_of_the_solution_tree(trees):
-    """`./lab doctest` over the solution tree's own pages: 0 failed."""
+    """`./lab doctest` (listed in the README) over the solution tree's own pages: 0 failed."""
+    assert "./lab doctest" in ss.shell_blocks((trees["solution"] / "README.md").read_text())
     proc = ss.sh("./lab doctest", trees["solution"], timeout=900)
     summary = re.findall(r"(\d+) passed, (\d+) failed", proc.stdout + proc.stderr)
     assert summary and summary[-1][1] == "0" and proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]

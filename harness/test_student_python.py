@@ -6,8 +6,10 @@ TODO, the solution 200; --sequential serves in both), the server's --help, each 
 command (stubs at most 40 per profile, the solution full marks on both profiles: the round
 trip of the reference solution in python/), the scripts its pages name (--help), its Classroom
 workflow step by step (solution green with every point, stubs red with the points of the
-checks they pass), and question 5's command, shortened, in the solution tree. Every relative
-link of each tree's Markdown resolves, and the tree holds nothing of the C++ track.
+checks they pass), question 5's command, shortened, in the solution tree, and ./lab doctest
+over each tree's own pages (the solution: every block passes; the stubs: exactly the blocks of
+stages 2 and 3 that need the student's code fail). Every relative link of each tree's Markdown
+resolves, and the tree holds nothing of the C++ track.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import studentside as ss
 from test_handout import skip_under_sanitizers
 
 #: The README's commands this test knows how to run; a new one fails the test until it does.
-KNOWN = re.compile(r"^(\./lab (run|grade|speedup)\b|python3 http_server\.py --help$)")
+KNOWN = re.compile(r"^(\./lab (run|grade|speedup|doctest)\b|python3 http_server\.py --help$)")
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +96,7 @@ def test_lab_run(trees):
 def test_help_of_every_command_and_script(trees):
     for name, tree in trees.items():
         for command in ("./lab help", "./lab grade --help", "./lab speedup --help",
-                        "python3 http_server.py --help"):
+                        "./lab doctest --help", "python3 http_server.py --help"):
             proc = ss.sh(command, tree, timeout=120)
             assert proc.returncode == 0 and "usage" in proc.stdout.lower(), (name, command, proc.stderr)
         assert "-maxclient" in ss.sh("python3 http_server.py --help", tree).stdout
@@ -176,3 +178,45 @@ def test_server_answers(trees, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def stage_of(page: Path, line: int) -> str:
+    """The "## Stage N" section of @p page that holds @p line ("" before the first)."""
+    section = ""
+    for number, text in enumerate(page.read_text().split("\n"), 1):
+        if number > line:
+            break
+        if text.startswith("## "):
+            section = (re.match(r"## (Stage \d)", text) or [None, ""])[1]
+    return section
+
+
+def test_doctest_of_the_solution_tree(trees):
+    """`./lab doctest` (listed in the README) over the solution tree's own pages, against its
+    http_server.py: every block that is not marked skip runs and passes, 0 failed."""
+    tree = trees["solution"]
+    assert "./lab doctest" in ss.shell_blocks((tree / "README.md").read_text())
+    markers = ss.doctest_markers(tree)
+    assert sum(where.startswith("docs/index.md:") for where in markers) >= 6, markers
+    proc, verdicts, (passed, failed) = ss.run_doctest(tree)
+    assert proc.returncode == 0 and failed == 0, (proc.stdout + proc.stderr)[-5000:]
+    assert set(verdicts) == set(markers) and set(verdicts.values()) == {"ok"}, verdicts
+    assert passed >= len(markers)
+
+
+def test_doctest_of_the_stub_handout(trees):
+    """`./lab doctest` in the stub handout runs every block and reports: stage 1's blocks (the
+    given server) pass; what fails is only blocks of stages 2 and 3 (the stubs answer 503), at
+    least one in each, and the run exits 1."""
+    tree = trees["stubs"]
+    assert "./lab doctest" in ss.shell_blocks((tree / "README.md").read_text())
+    proc, verdicts, (passed, failed) = ss.run_doctest(tree)
+    output = (proc.stdout + proc.stderr)[-5000:]
+    assert proc.returncode == 1 and failed > 0 and passed > 0, output
+    assert set(verdicts) == set(ss.doctest_markers(tree)), (verdicts, output)
+    stages = {where: stage_of(tree / where.split(":")[0], int(where.split(":")[1]))
+              for where in verdicts}
+    failing = {stages[w] for w, v in verdicts.items() if v == "FAIL"}
+    assert failing == {"Stage 2", "Stage 3"}, (verdicts, output)
+    assert all(v == "ok" for w, v in verdicts.items() if stages[w] == "Stage 1"), output
+    assert "503" in output
