@@ -165,6 +165,63 @@ def grade(command: str, tree: Path, out: Path) -> dict:
     return json.loads((out / "results.json").read_text()) | {"summary": proc.stdout}
 
 
+def readme_grades(trees: dict[str, Path], tmp_path_factory) -> dict[str, dict[str, dict]]:
+    """Each of the README's two ./lab grade commands run in each tree: tree → profile →
+    results.json (for a module-scoped fixture: grading takes minutes)."""
+    graded: dict[str, dict[str, dict]] = {}
+    for name, tree in trees.items():
+        commands = [c for c in shell_blocks((tree / "README.md").read_text())
+                    if c.startswith("./lab grade ")]
+        assert len(commands) == 2, commands
+        for command in commands:
+            profile = re.search(r"--profile (\w+)", command)[1]
+            out = tmp_path_factory.mktemp(f"grade-{name}-{profile}")
+            graded.setdefault(name, {})[profile] = grade(command, tree, out)
+    return graded
+
+
+def check_readme_commands(trees: dict[str, Path], known: re.Pattern) -> None:
+    """Every command of each tree's README is one @p known matches (one a test runs)."""
+    for tree in trees.values():
+        unknown = [c for c in shell_blocks((tree / "README.md").read_text()) if not known.match(c)]
+        assert not unknown, f"README commands no student-side test runs: {unknown}"
+
+
+def check_grade_scores(graded: dict[str, dict[str, dict]]) -> None:
+    """The README's grade commands (readme_grades()): the stubs at most HANDOUT_MAX_SCORE, the
+    solution full marks, on both profiles."""
+    for profile, full in (("threaded", 70), ("limited", 100)):
+        stubs, solution = graded["stubs"][profile], graded["solution"][profile]
+        assert stubs["max_score"] == solution["max_score"] == full
+        assert stubs["score"] <= HANDOUT_MAX_SCORE, stubs["summary"]
+        assert solution["score"] == full, solution["summary"]
+
+
+def check_classroom_workflow(trees: dict[str, Path], graded: dict[str, dict[str, dict]],
+                             yaml) -> None:
+    """The workflow's steps run as GitHub would run them: the solution green with every point;
+    the stubs red, earning the points of exactly the checks they pass whole (in @p graded)."""
+    earned, available, red = run_workflow(trees["solution"], yaml)
+    assert available == 170 and earned == 170 and not red, red
+    earned, available, red = run_workflow(trees["stubs"], yaml)
+    expected = sum(passed_points(r) for r in graded["stubs"].values())
+    assert red and earned == expected <= 2 * HANDOUT_MAX_SCORE, (earned, expected, red)
+
+
+def check_short_speedup(tree: Path, servers: tuple[str, ...]) -> str:
+    """Question 5's command in @p tree, shortened (3 rounds, 5 ms round trip, 1 Gbit/s), so
+    short that its runs are flagged as noise: each of @p servers has both test cases, no
+    errors. Returns the table."""
+    proc = sh("./lab speedup --reps 3 --rtt-ms 5 --mbit 1000 --out build/q5", tree, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (tree / "build/q5/shaped.md").read_text()
+    assert "⚠" in table and "lasted less than 0.5 s" in table, table
+    for server in servers:
+        rows = re.findall(rf"^\| {server} \| (.*) \| (\d+) \|$", table, re.M)
+        assert len(rows) == 2 and all(errors == "0" for _, errors in rows), (server, table)
+    return table
+
+
 #: The pages ./lab doctest runs by default (harness/doctest_guide.py's DEFAULT_PAGES).
 DOCTEST_PAGES = ("README.md", "docs/*.md", "ANSWERS.md")
 
