@@ -156,10 +156,11 @@ LEFT_OUT = ("docs/bench/",)
 #: go to its top directory (python/http_server.py → http_server.py, python/docs/ → docs/).
 PYTHON_DIR = "python/"
 #: What a Python tree takes from the rest of the kit, besides PYTHON_DIR: the sample site, the
-#: grader and its rubric, the benchmark of question 5, and the guide's runner (./lab doctest)
-#: with the tool its blocks use.
+#: grader and its rubric with the flawed server its page grades, the benchmark of question 5,
+#: and the guide's runner (./lab doctest) with the tool its blocks use.
 PYTHON_SHARED = ("www/", "harness/grade.py", "harness/grader/", "harness/rubric.toml",
-                 "harness/README-grading.md", "harness/bench_shaped.py", "harness/benchlib/",
+                 "harness/README-grading.md", "harness/testdata/flawed_server.py",
+                 "harness/bench_shaped.py", "harness/benchlib/",
                  "harness/doctest_guide.py", "docs/tools/hold.py")
 #: The programs a Python tree's grader runs: (name, profile, --server-cmd), one file for both.
 PYTHON_TARGETS = (
