@@ -68,38 +68,100 @@ def markdown_files(tree: Path) -> list[Path]:
     return sorted(p for p in tree.rglob("*.md") if ".git" not in p.relative_to(tree).parts)
 
 
+def prose_lines(page: Path):
+    """(line number, line) of @p page outside fenced code, `inline code` removed."""
+    fence = False
+    for number, line in enumerate(page.read_text().split("\n"), 1):
+        if re.match(r"^\s{0,3}(```|~~~)", line):
+            fence = not fence
+        elif not fence:
+            yield number, re.sub(r"`[^`]*`", "", line)
+
+
+#: Where a Markdown page links: [text](target "title"), [text](<target>), a reference
+#: definition [id]: target, and HTML's href= and src=.
+LINK_RES = (re.compile(r"\]\(\s*(?:<([^>]*)>|([^)\s]+))[^)]*\)"),
+            re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?([^>\s]+)>?"),
+            re.compile(r"\b(?:href|src)\s*=\s*[\"']([^\"']+)[\"']"))
+
+
+def anchors(page: Path) -> set[str]:
+    """The #fragments that lead into @p page: its headings as GitHub names them (lower case,
+    punctuation dropped, spaces as hyphens, -1, -2 ... on repeats), and id= or name= anchors."""
+    found: set[str] = set()
+    for _, line in prose_lines(page):
+        if heading := re.match(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$", line):
+            slug = re.sub(r"[^\w\- ]", "", heading[1].lower()).replace(" ", "-")
+            name, n = slug, 0
+            while name in found:
+                n += 1
+                name = f"{slug}-{n}"
+            found.add(name)
+        found.update(re.findall(r"\b(?:id|name)\s*=\s*[\"']([^\"']+)[\"']", line))
+    return found
+
+
 def dead_links(tree: Path) -> list[str]:
-    """Relative links of the tree's Markdown (outside code) whose target it does not hold."""
+    """Relative links of the tree's Markdown (outside code) whose target it does not hold, or
+    whose #fragment names no heading of the page it leads to."""
     dead = []
+    root = tree.resolve()
     for page in markdown_files(tree):
-        fence = False
-        for number, line in enumerate(page.read_text().split("\n"), 1):
-            if re.match(r"^\s{0,3}(```|~~~)", line):
-                fence = not fence
-                continue
-            if fence:
-                continue
-            for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"`[^`]*`", "", line)):
-                if re.match(r"^([a-z]+:|#)", target):
+        for number, line in prose_lines(page):
+            targets = [next(g for g in m.groups() if g is not None)
+                       for pattern in LINK_RES for m in pattern.finditer(line)]
+            for target in targets:
+                if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # https:, mailto: ...
                     continue
-                path = (page.parent / target.split("#")[0]).resolve()
-                if not path.exists() or tree.resolve() not in [path, *path.parents]:
+                name, _, fragment = target.partition("#")
+                path = (page.parent / name).resolve() if name else page.resolve()
+                if not path.exists() or root not in [path, *path.parents]:
                     dead.append(f"{page.relative_to(tree)}:{number}: {target}")
+                elif fragment and path.suffix == ".md" and fragment not in anchors(path):
+                    dead.append(f"{page.relative_to(tree)}:{number}: {target} (no such heading)")
     return dead
 
 
-def named_scripts(tree: Path) -> list[str]:
-    """Every Python script of the tree that its pages name (harness/x.py, docs/tools/y.py): a
-    file with a #! line or a __main__ guard (a test module or a check file is no script)."""
-    named = set()
+#: File names the pages use in examples for a file of the reader's own, not one of the tree.
+EXAMPLE_NAMES = {"my_server.py"}
+
+
+def named_files(tree: Path) -> tuple[set[str], list[str]]:
+    """The .py and .sh files the tree's pages name, in prose and in code (harness/grade.py,
+    ../harness/grade.py from docs/, or a bare hold.py that a file of the tree answers to): (the
+    tree's files they name, "page:line: name" of each name no file of the tree answers to)."""
+    files = [p.relative_to(tree).as_posix() for p in tree.rglob("*")
+             if p.is_file() and ".git" not in p.relative_to(tree).parts]
+    root = tree.resolve()
+    found: set[str] = set()
+    missing = []
     for page in markdown_files(tree):
-        for rel in re.findall(r"(?<![\w/.])((?:harness|docs/tools)/[\w/-]+\.py)\b", page.read_text()):
-            path = tree / rel
-            if path.is_file():
-                text = path.read_text()
-                if text.startswith("#!") or re.search(r"^if __name__ == .__main__.:", text, re.M):
-                    named.add(rel)
-    return sorted(named)
+        for number, line in enumerate(page.read_text().split("\n"), 1):
+            for name in re.findall(r"(?<![\w./*-])((?:\.\.?/)*[\w-][\w.-]*(?:/[\w.-]+)*\.(?:py|sh))\b",
+                                   line):
+                local = (page.parent / name).resolve()
+                if local.is_file() and root in local.parents:
+                    found.add(local.relative_to(root).as_posix())
+                    continue
+                bare = None if name.startswith("../") else re.sub(r"^(\./)+", "", name)
+                matches = [f for f in files if bare and (f == bare or f.endswith("/" + bare))]
+                if matches:
+                    found.update(matches)
+                elif Path(name).name not in EXAMPLE_NAMES:
+                    missing.append(f"{page.relative_to(tree)}:{number}: {name}")
+    return found, missing
+
+
+def named_scripts(tree: Path) -> list[str]:
+    """Every script the tree's pages name (named_files()): a .sh file, or a Python file with a
+    #! line or a __main__ guard (a test module or a check file is no script)."""
+    scripts = []
+    for rel in sorted(named_files(tree)[0]):
+        text = (tree / rel).read_text()
+        if rel.endswith(".sh") or text.startswith("#!") or \
+                re.search(r"^if __name__ == .__main__.:", text, re.M):
+            scripts.append(rel)
+    return scripts
 
 
 def free_port() -> int:

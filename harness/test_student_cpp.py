@@ -143,9 +143,16 @@ def test_help_of_every_command_and_script(trees):
 
 
 def test_links_resolve(trees, tmp_path):
+    """In the handout, the solution tree and a handout with every extension: every relative
+    link of every Markdown page (inline, reference or HTML; #fragments too) leads to a file,
+    directory or heading of the tree, and every .py or .sh file a page names is one of the
+    tree's (test_help_of_every_command_and_script runs those that are scripts with --help)."""
     extended = ss.generate(tmp_path / "extended", "--no-git", "--with", "stage4", "--with", "reclaim-idle")
     for tree in (*trees.values(), extended):
         assert not ss.dead_links(tree), ss.dead_links(tree)
+        named, missing = ss.named_files(tree)
+        assert not missing, f"{tree.name}: pages name files the tree does not hold: {missing}"
+        assert {"harness/grade.py", "harness/doctest_guide.py", "docs/tools/hold.py"} <= named
 
 
 def test_classroom_workflow(trees, readme_grades):

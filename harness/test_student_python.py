@@ -85,7 +85,9 @@ def test_help_of_every_command_and_script(trees):
             proc = ss.sh(command, tree, timeout=120)
             assert proc.returncode == 0 and "usage" in proc.stdout.lower(), (name, command, proc.stderr)
         assert "-maxclient" in ss.sh("python3 http_server.py --help", tree).stdout
-        for script in ss.named_scripts(tree):
+        scripts = ss.named_scripts(tree)
+        assert "harness/testdata/flawed_server.py" in scripts, scripts
+        for script in scripts:
             proc = ss.sh(f"{ss.PYTHON} {script} --help", tree, timeout=60)
             assert proc.returncode == 0, (name, script, proc.stderr[-2000:])
         bad = ss.sh("python3 http_server.py -p 0 -maxclient 3", tree, timeout=30)
@@ -93,8 +95,16 @@ def test_help_of_every_command_and_script(trees):
 
 
 def test_links_resolve(trees):
+    """Every relative link of every Markdown page (inline, reference or HTML; #fragments
+    too) leads to a file, directory or heading of the tree, and every .py or .sh file a page
+    names is one of the tree's (test_help_of_every_command_and_script runs those that are
+    scripts with --help)."""
     for tree in trees.values():
         assert not ss.dead_links(tree), ss.dead_links(tree)
+        named, missing = ss.named_files(tree)
+        assert not missing, f"{tree.name}: pages name files the tree does not hold: {missing}"
+        assert {"http_server.py", "harness/grade.py", "harness/bench_shaped.py",
+                "harness/doctest_guide.py", "docs/tools/hold.py"} <= named, named
 
 
 def test_classroom_workflow(trees, readme_grades):
