@@ -18,6 +18,10 @@ checks. Each block runs in its own process group; background processes it leaves
 --background, `... &`) are ended by process group, and every server the runner started is
 stopped by pid. Ends with "N passed, M failed"; exits 1 when anything failed.
 
+In a tree of the Python track (http_server.py at the top, no CMakeLists.txt: a handout cut with
+--lang python) the blocks start the student's http_server.py and nothing is built: --bin is
+not needed. Either way, only the tools the blocks name (curl, ss, ps, pgrep) must be there.
+
 Usage: /usr/bin/python3 harness/guidetest [--bin DIR] [-v] [FILE[:LINE] ...]
 """
 
@@ -41,6 +45,8 @@ REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PAGES = ["README.md", "docs/*.md", "ANSWERS.md"]
 #: Pages not marked yet, and why; named on the command line they run all the same.
 NOT_YET_MARKED: dict = {}
+#: Tools the guide's blocks may use, and the Debian packages that hold them.
+TOOLS = {"curl": "curl", "ss": "iproute2", "ps": "procps", "pgrep": "procps"}
 #: Info strings of the blocks that must carry a marker.
 SHELL_LANGS = {"sh", "bash", "shell", "console"}
 #: The port the pages use; each run replaces it with a free one.
@@ -50,7 +56,9 @@ SERVER_READY = 10.0
 SERVER_STOP = 5.0
 DEFAULT_TIMEOUT = 60.0
 
-LISTENING = re.compile(r" listening on http://\S+ \(root .*\)$")
+#: The line a server prints once it listens: the C++ stages' "NAME listening on URL (root
+#: DIR)", or the Python track's http_server.py "listening on URL serving DIR".
+LISTENING = re.compile(r"(^|\s)listening on http://\S+ (\(root .*\)|serving \S.*)$")
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>```+|~~~+)\s*(?P<lang>[\w+-]*)")
 REAL = re.compile(r"^real\s+(?:(\d+)m)?([\d.]+)s$")
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -528,9 +536,21 @@ def run_page(page: Path, scratch: Path, only_line: int | None, verbose: bool,
         session.stop_all()
 
 
-def make_scratch(bin_dir: Path) -> Path:
+def python_track() -> bool:
+    """True in a tree of the Python track: its server is http_server.py, nothing is built."""
+    return (REPO / "http_server.py").is_file() and not (REPO / "CMakeLists.txt").exists()
+
+
+def tools_needed(pages: list[tuple[Path, int | None]]) -> list[str]:
+    """The tools of TOOLS that the shell blocks of @p pages name, bash always."""
+    text = "\n".join(block.text for page, _ in pages if page.is_file()
+                     for block in parse_page(page) if block.lang in SHELL_LANGS)
+    return ["bash"] + [tool for tool in TOOLS if re.search(rf"(?<![\w./-]){tool}\b", text)]
+
+
+def make_scratch(bin_dir: Path | None) -> Path:
     """A copy of the repository's files (tracked and new, not ignored), with build/bin
-    pointing at @p bin_dir."""
+    pointing at @p bin_dir (None: no build/bin, for the Python track)."""
     scratch = Path(tempfile.mkdtemp(prefix="lab-doctest-"))
     try:
         listed = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO,
@@ -546,8 +566,9 @@ def make_scratch(bin_dir: Path) -> Path:
         target = scratch / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target, follow_symlinks=False)
-    (scratch / "build").mkdir(exist_ok=True)
-    (scratch / "build" / "bin").symlink_to(bin_dir)
+    if bin_dir is not None:
+        (scratch / "build").mkdir(exist_ok=True)
+        (scratch / "build" / "bin").symlink_to(bin_dir)
     (scratch / ".doctest").mkdir()
     (scratch / ".tmp").mkdir()
     return scratch
@@ -560,27 +581,31 @@ def main() -> int:
                              ":LINE runs only the command block whose fence is on that "
                              "line, after starting the server it would have had")
     parser.add_argument("--bin", default=str(REPO / "build" / "bin"),
-                        help="directory of the built servers (default build/bin)")
+                        help="directory of the built servers (default build/bin; not used "
+                             "in a tree of the Python track)")
     parser.add_argument("-v", "--verbose", action="store_true", help="list every check")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy")
     args = parser.parse_args()
 
-    bin_dir = Path(args.bin).resolve()
-    missing = [s for s in ("stage1_sequential", "stage2_threaded", "stage3_limited")
-               if not os.access(bin_dir / s, os.X_OK)]
-    if missing:
-        print(f"doctest: {', '.join(missing)} not built in {bin_dir} (--bin DIR)", file=sys.stderr)
-        return 2
-    tools = [tool for tool in ("bash", "curl", "ss", "ps", "pgrep") if not shutil.which(tool)]
-    if tools:
-        print(f"doctest: the guide's commands need {', '.join(tools)} "
-              f"(Debian packages curl, iproute2, procps)", file=sys.stderr)
-        return 2
+    bin_dir = None if python_track() else Path(args.bin).resolve()
+    if bin_dir is not None:
+        missing = [s for s in ("stage1_sequential", "stage2_threaded", "stage3_limited")
+                   if not os.access(bin_dir / s, os.X_OK)]
+        if missing:
+            print(f"doctest: {', '.join(missing)} not built in {bin_dir} (--bin DIR)",
+                  file=sys.stderr)
+            return 2
     selected: list[tuple[Path, int | None]] = []
     for spec in args.pages or DEFAULT_PAGES:
         name, _, line = spec.partition(":")
         paths = sorted(REPO.glob(name)) if "*" in name else [(REPO / name)]
         selected += [(p.resolve(), int(line) if line else None) for p in paths]
+    tools = [tool for tool in tools_needed(selected) if not shutil.which(tool)]
+    if tools:
+        packages = sorted({TOOLS.get(tool, tool) for tool in tools})
+        print(f"doctest: the guide's commands need {', '.join(tools)} "
+              f"(Debian packages {', '.join(packages)})", file=sys.stderr)
+        return 2
 
     # CTest ends a test that runs too long with SIGTERM: stop the servers all the same.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))

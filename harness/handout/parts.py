@@ -109,14 +109,19 @@ LEFT_OUT = ("docs/bench/",)
 #: The Python track's own files: left out of C++ trees; in a Python tree (--lang python) they
 #: go to its top directory (python/http_server.py → http_server.py, python/docs/ → docs/).
 PYTHON_DIR = "python/"
-#: What a Python tree takes from the rest of the kit, besides PYTHON_DIR: the sample site, the
-#: grader with its rubric and manual (its instructor-only modules go with that part), and of
-#: the benchmarks only question 5's (``harness/bench shaped``) and the pieces it imports.
+#: What a Python tree takes from the rest of the kit, besides PYTHON_DIR: the sample site; the
+#: grader with its rubric and manual (its instructor-only modules go with that part) and the
+#: flawed server its manual grades; of the benchmarks only question 5's (``harness/bench
+#: shaped``) and the pieces it imports; and the guide's runner (./lab doctest) with the tool
+#: its blocks use.
 PYTHON_SHARED = ("www/", "harness/grader/",
                  "harness/bench/__init__.py", "harness/bench/__main__.py", "harness/bench/shaped.py",
                  *(f"harness/bench/lib/{name}.py" for name in (
                      "__init__", "client", "ctxsw", "machine", "servers", "shaper", "site",
-                     "spans")))
+                     "spans")),
+                 "harness/tests/testdata/flawed_server.py",
+                 "harness/guidetest/",
+                 "docs/tools/hold.py")
 #: The programs a Python tree's grader runs: (name, profile, --server-cmd), one file for both.
 PYTHON_TARGETS = (
     ("http_server.py (threaded)", "threaded", "python3 http_server.py -p {port}"),

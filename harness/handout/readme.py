@@ -77,9 +77,22 @@ def todo_list(tree: dict[str, "Output"]) -> list[str]:
     return items
 
 
+def wrapped(text: str, indent: str = "") -> list[str]:
+    """@p text in lines up to 96 characters (later ones indented by @p indent), never breaking
+    a `code span`, so that a command in one reads and copies whole."""
+    text = re.sub(r"`[^`]*`", lambda m: m[0].replace(" ", "\0"), text)
+    return [line.replace("\0", " ") for line in textwrap.wrap(
+        text, 96, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)]
+
+
 def paragraph(text: str) -> list[str]:
     """@p text wrapped as a Markdown paragraph of lines up to 96 characters."""
-    return textwrap.wrap(text, 96, break_long_words=False, break_on_hyphens=False)
+    return wrapped(text)
+
+
+def bullets(items: list[str]) -> list[str]:
+    """@p items as a Markdown list, each item wrapped to lines up to 96 characters."""
+    return [line for item in items for line in wrapped("- " + item, "  ")]
 
 
 def question5(servers: str, build: str) -> list[str]:
@@ -121,6 +134,57 @@ def question5(servers: str, build: str) -> list[str]:
     ]
 
 
+def doctest_note(server: str) -> list[str]:
+    """The README's paragraph on ./lab doctest, which checks the guide's blocks on @p server."""
+    return paragraph(
+        "`./lab doctest` runs the command blocks of this README, `docs/` and `ANSWERS.md` that "
+        f"can run unattended, against {server}, and checks that they print what the pages say "
+        "(`harness/guidetest --help`); those that need code you write fail until it "
+        "does its job.") + [""]
+
+
+def grade_section(intro: str, targets: list[tuple[str, str]], maxima: dict[str, float],
+                  detail: str = "") -> list[str]:
+    """The README's "Check your work with the grader" section: @p intro, the ./lab grade
+    command of each (profile, --server-cmd) of @p targets, and what those checks are (@p
+    detail: a sentence of the track's own on how the grader runs the server)."""
+    out = ["## Check your work with the grader", "", intro, "",
+           "<!-- doctest: skip — grades for a minute each; the autograder runs the same checks -->",
+           "```sh"]
+    for profile, command in targets:
+        limits = " --maxclient 12 --maxtotal 60" if profile == "limited" else ""
+        out.append(f'./lab grade --profile {profile}{limits} \\\n    --server-cmd "{command}"')
+    out += ["```", ""]
+    points = [f"{maxima[p]:g} on the {p} profile" for p in ("threaded", "limited") if p in maxima]
+    return out + paragraph(
+        "These are the visible checks of `harness/grader/rubric.toml`"
+        + (f" ({' and '.join(points)} at most)" if points else "") + ". " + detail
+        + "`harness/grader/README.md` explains each check, what its failure messages mean, "
+          "and the reports it writes (`grade-results/`). The autograder runs the same checks on "
+          "your submission, and may add hidden ones.") + [""]
+
+
+def contract_section(specific: list[str], limited: str) -> list[str]:
+    """The README's "The submission contract": the track's @p specific items, then what every
+    track shares: stage 3's refusals (@p limited: who refuses), ANSWERS.md, and the grader
+    left alone."""
+    return ["## The submission contract", ""] + bullets(specific + [
+        f"{limited} refuses a connection over the per-client limit with `429 Too Many Requests` "
+        "and one over the total limit with `503 Service Unavailable`, at once, without a thread.",
+        "`ANSWERS.md` holds your answers to the course's questions.",
+        "The grader, the rubric and the harness stay as they are: the autograder uses its own copy.",
+    ]) + [""]
+
+
+def submitting_section(workflow: str) -> list[str]:
+    """The README's "Submitting": push (or bundle), with @p workflow, what a push runs."""
+    return ["## Submitting", ""] + paragraph(
+        "Commit your work and push it to the repository your course gave you (with GitHub "
+        "Classroom, the assignment repository made for you): what is pushed at the deadline is "
+        "what gets graded. " + workflow + "If your course collects files instead, hand in a "
+        "bundle of your history, made with `git bundle create submission.bundle HEAD`.") + [""]
+
+
 def python_readme(tree: dict[str, "Output"], solution: bool, maxima: dict[str, float]) -> str:
     """The README of a Python tree (--lang python)."""
     out = ["# Concurrent HTTP server lab, in Python" + (": solution tree" if solution else ""), ""]
@@ -158,46 +222,23 @@ def python_readme(tree: dict[str, "Output"], solution: bool, maxima: dict[str, f
         "./lab run                        # serve www/ on http://localhost:8080/ (Ctrl-C stops it)",
         "./lab run --sequential           # the same with stage 1",
         "python3 http_server.py --help    # every option",
+        "./lab doctest                    # the guide's commands, run and checked",
         "```", "",
-        "## Check your work with the grader", "",
+    ] + doctest_note("`http_server.py`")
+    out += grade_section(
         "`./lab grade` runs the checks your submission will be scored with, against your server:",
-        "",
-        "<!-- doctest: skip — grades for a minute each; the autograder runs the same checks -->",
-        "```sh",
-    ]
-    for _, profile, command in PYTHON_TARGETS:
-        limits = " --maxclient 12 --maxtotal 60" if profile == "limited" else ""
-        out.append(f'./lab grade --profile {profile}{limits} \\\n    --server-cmd "{command}"')
-    out += ["```", ""]
-    points = [f"{maxima[p]:g} on the {p} profile" for p in ("threaded", "limited") if p in maxima]
-    out += paragraph(
-        "These are the visible checks of `harness/grader/rubric.toml`"
-        + (f" ({' and '.join(points)} at most)" if points else "")
-        + ". The grader starts your server for each check with a copy of the sample site as its "
-          "working directory, on a free port, and stops it afterwards; "
-          "`harness/grader/README.md` explains each check and its messages, and the reports "
-          "go to `grade-results/`. The autograder runs the same checks, and may add hidden ones.")
-    out += [
-        "", "## The submission contract", "",
-        "- `http_server.py` stays at the top of the repository and runs with Python 3 and its",
-        "  standard library alone.",
-        "- The grader runs it as `" + PYTHON_TARGETS[0][2] + "` (stage 2) and",
-        "  `" + PYTHON_TARGETS[1][2] + "` (stage 3), with a copy of the",
-        "  document root as its working directory, and connects to `127.0.0.1:{port}`.",
-        "- With limits, a connection over the per-client limit gets `429 Too Many Requests` and one",
-        "  over the total `503 Service Unavailable`, at once, without a thread.",
-        "- `ANSWERS.md` holds your answers to the course's questions.",
-        "- The grader, the rubric and the harness stay as they are: the autograder uses its own copy.",
-        "",
-        "## Submitting", "",
-        "Commit your work and push it to the repository your course gave you (with GitHub",
-        "Classroom, the assignment repository made for you): what is pushed at the deadline is what",
-        "gets graded. Each push runs `" + WORKFLOW + "` on GitHub: one step per",
-        "visible check, each worth the check's points in Classroom's gradebook when the check",
-        "passes whole. If your course collects files instead, hand in a bundle of your history,",
-        "made with `git bundle create submission.bundle HEAD`.",
-        "",
-    ]
+        [(profile, command) for _, profile, command in PYTHON_TARGETS], maxima,
+        "The grader starts your server for each check with a copy of the sample site as its "
+        "working directory, on a free port, and stops it afterwards. ")
+    out += contract_section([
+        "`http_server.py` stays at the top of the repository and runs with Python 3 and its "
+        "standard library alone.",
+        f"The grader runs it as `{PYTHON_TARGETS[0][2]}` (stage 2) and `{PYTHON_TARGETS[1][2]}` "
+        "(stage 3), with a copy of the document root as its working directory, and connects to "
+        "`127.0.0.1:{port}`."], "With `-maxclient` and `-maxtotal` (stage 3), the server")
+    out += submitting_section(
+        f"Each push runs `{WORKFLOW}` on GitHub: one step per visible check, each worth the "
+        "check's points in Classroom's gradebook when the check passes whole. ")
     out += question5("your server (stage 1 with `--sequential`, and threaded)", "")
     out += [
         "## Reading", "",
@@ -277,55 +318,32 @@ def student_readme(tree: dict[str, "Output"], kept: set[str], solution: bool,
         "./lab run stage2_threaded        # serve www/ on http://localhost:8080/ (Ctrl-C stops it)",
         "./lab test                       # every unit test and the harness, through CTest",
         "build/bin/limiter_tests          # stage 3's unit tests alone",
+        "./lab doctest                    # the guide's commands, run and checked",
         "```", "",
         "Every stage prints its options with `--help`. The unit tests and harness tests of the",
         "given parts pass from the start; those of stages 2 and 3 fail until your code does its",
         "job, and a failing limiter test prints the `TODO(student)` it ran into.", "",
-        "## Check your work with the grader", "",
-        "`./lab grade` builds, then runs the checks your submission will be scored with:", "",
-        "<!-- doctest: skip — grades for a minute each; the autograder runs the same checks -->",
-        "```sh",
-    ]
-    for binary, (profile, command) in STAGE_COMMANDS.items():
-        limits = " --maxclient 12 --maxtotal 60" if profile == "limited" else ""
-        out.append(f'./lab grade --profile {profile}{limits} \\\n    --server-cmd "{command}"')
-    out += ["```", ""]
-    points = [f"{maxima[p]:g} on the {p} profile" for p in ("threaded", "limited") if p in maxima]
-    out += paragraph(
-        "These are the visible checks of `harness/grader/rubric.toml`"
-        + (f" ({' and '.join(points)} at most)" if points else "")
-        + ". `harness/grader/README.md` explains each check, what its failure messages mean, "
-          "and the reports it writes (`grade-results/`). The autograder runs the same checks on "
-          "your submission, and may add hidden ones.")
-    out += [
-        "",
-        "## The submission contract", "",
-        "- The repository builds with `./lab build` (CMake's `default` preset: `cmake --preset",
-        "  default && cmake --build --preset default`) on Debian 12 with g++ 12, without a warning",
-        "  (`-Wall -Wextra -Wpedantic -Wshadow -Wconversion`).",
-        "- The build produces `build/bin/stage2_threaded` and `build/bin/stage3_limited` (and",
-        "  keeps `build/bin/stage1_sequential`).",
-        "- The command lines stay as they are: the grader starts the servers as",
-        "  `" + STAGE_COMMANDS["stage2_threaded"][1] + "` and",
-        "  `" + STAGE_COMMANDS["stage3_limited"][1] + "`, and connects to `127.0.0.1:{port}`.",
-        "- Stage 3 refuses a connection over the per-client limit with `429 Too Many Requests`",
-        "  and one over the total limit with `503 Service Unavailable`, at once, without a thread.",
-        "- `ANSWERS.md` holds your answers to the course's questions.",
-        "- The grader, the rubric and the harness stay as they are: the autograder uses its own copy.",
-        "",
-        "## Submitting", "",
-        "Commit your work and push it to the repository your course gave you (with GitHub",
-        "Classroom, the assignment repository made for you): what is pushed at the deadline is what",
-        "gets graded. If your course collects files instead, hand in a bundle of your history,",
-        "made with `git bundle create submission.bundle HEAD`.",
-    ]
+    ] + doctest_note("the stages, which it builds first")
+    out += grade_section(
+        "`./lab grade` builds, then runs the checks your submission will be scored with:",
+        list(STAGE_COMMANDS.values()), maxima)
+    out += contract_section([
+        "The repository builds with `./lab build` (CMake's `default` preset: `cmake --preset "
+        "default && cmake --build --preset default`) on Debian 12 with g++ 12, without a warning "
+        "(`-Wall -Wextra -Wpedantic -Wshadow -Wconversion`).",
+        "The build produces `build/bin/stage2_threaded` and `build/bin/stage3_limited` (and "
+        "keeps `build/bin/stage1_sequential`).",
+        "The command lines stay as they are: the grader starts the servers as "
+        f"`{STAGE_COMMANDS['stage2_threaded'][1]}` and `{STAGE_COMMANDS['stage3_limited'][1]}`, "
+        "and connects to `127.0.0.1:{port}`."], "Stage 3")
+    workflow = ""
     if workflows:
-        out += [""] + paragraph(
-            "Each push also runs " + ", ".join(f"`{w}`" for w in workflows) + " on GitHub"
-            + (f"; `{WORKFLOW}` builds your code and grades it with the visible checks, one "
-               "step per check, each worth the check's points in GitHub Classroom's gradebook "
-               "when the check passes whole." if WORKFLOW in workflows else "."))
-    out += [""] + question5("each stage of this repository", "builds the stages, ")
+        workflow = ("Each push also runs " + ", ".join(f"`{w}`" for w in workflows) + " on GitHub"
+                    + (f"; `{WORKFLOW}` builds your code and grades it with the visible checks, "
+                       "one step per check, each worth the check's points in GitHub Classroom's "
+                       "gradebook when the check passes whole. " if WORKFLOW in workflows else ". "))
+    out += submitting_section(workflow)
+    out += question5("each stage of this repository", "builds the stages, ")
     out += [
         "## Reading", "",
         "- [docs/index.md](docs/index.md): the lab guide, one page per stage, and the design notes",

@@ -31,6 +31,17 @@ class Output:
     origin: str = ""  #: "copy", "rendered" or "generated"
 
 
+def output_of(item: Source, kept: set[str]) -> Output:
+    """Reference file @p item as it goes into a tree: rendered when it has solution blocks
+    (those of the @p kept parts keep the reference's lines), else copied as it is."""
+    if item.symlink:
+        return Output(item.data, item.mode, symlink=True, origin="copy")
+    if item.parsed is not None:
+        text = render(item.parsed, kept)
+        return Output(text.encode("utf-8"), item.mode, text=text, origin="rendered")
+    return Output(item.data, item.mode, text=item.text, origin="copy")
+
+
 def build_tree(files: dict[str, Source], kept: set[str], solution: bool,
                lang: str = "cpp") -> dict[str, Output]:
     """The generated tree, in memory: rel path → Output."""
@@ -42,13 +53,7 @@ def build_tree(files: dict[str, Source], kept: set[str], solution: bool,
         if (left_out(rel) or (part is not None and part.name not in kept) or rel in (README, ANSWERS)
                 or placed(rel, lang) is None):
             continue
-        if item.symlink:
-            tree[rel] = Output(item.data, item.mode, symlink=True, origin="copy")
-        elif item.parsed is not None:
-            text = render(item.parsed, kept)
-            tree[rel] = Output(text.encode("utf-8"), item.mode, text=text, origin="rendered")
-        else:
-            tree[rel] = Output(item.data, item.mode, text=item.text, origin="copy")
+        tree[rel] = output_of(item, kept)
 
     def put(rel: str, text: str, mode: int = 0o644) -> None:
         tree[rel] = Output(text.encode("utf-8"), mode, text=text, origin="generated")
@@ -87,13 +92,7 @@ def build_python_tree(files: dict[str, Source], kept: set[str],
         part = owner(rel)
         if dest is None or left_out(rel) or (part is not None and part.name not in kept):
             continue
-        if item.symlink:
-            tree[dest] = Output(item.data, item.mode, symlink=True, origin="copy")
-        elif item.parsed is not None:
-            text = render(item.parsed, kept)
-            tree[dest] = Output(text.encode("utf-8"), item.mode, text=text, origin="rendered")
-        else:
-            tree[dest] = Output(item.data, item.mode, text=item.text, origin="copy")
+        tree[dest] = output_of(item, kept)
     for needed in ("http_server.py", "lab", RUBRIC):
         if needed not in tree:
             raise GenerationError(f"{PYTHON_DIR}: the Python track needs {needed}")

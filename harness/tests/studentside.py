@@ -68,47 +68,117 @@ def markdown_files(tree: Path) -> list[Path]:
     return sorted(p for p in tree.rglob("*.md") if ".git" not in p.relative_to(tree).parts)
 
 
+def prose_lines(page: Path):
+    """(line number, line) of @p page outside fenced code, `inline code` removed."""
+    fence = False
+    for number, line in enumerate(page.read_text().split("\n"), 1):
+        if re.match(r"^\s{0,3}(```|~~~)", line):
+            fence = not fence
+        elif not fence:
+            yield number, re.sub(r"`[^`]*`", "", line)
+
+
+#: Where a Markdown page links: [text](target "title"), [text](<target>), a reference
+#: definition [id]: target, and HTML's href= and src=.
+LINK_RES = (re.compile(r"\]\(\s*(?:<([^>]*)>|([^)\s]+))[^)]*\)"),
+            re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?([^>\s]+)>?"),
+            re.compile(r"\b(?:href|src)\s*=\s*[\"']([^\"']+)[\"']"))
+
+
+def anchors(page: Path) -> set[str]:
+    """The #fragments that lead into @p page: its headings as GitHub names them (lower case,
+    punctuation dropped, spaces as hyphens, -1, -2 ... on repeats), and id= or name= anchors."""
+    found: set[str] = set()
+    for _, line in prose_lines(page):
+        if heading := re.match(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$", line):
+            slug = re.sub(r"[^\w\- ]", "", heading[1].lower()).replace(" ", "-")
+            name, n = slug, 0
+            while name in found:
+                n += 1
+                name = f"{slug}-{n}"
+            found.add(name)
+        found.update(re.findall(r"\b(?:id|name)\s*=\s*[\"']([^\"']+)[\"']", line))
+    return found
+
+
 def dead_links(tree: Path) -> list[str]:
-    """Relative links of the tree's Markdown (outside code) whose target it does not hold."""
+    """Relative links of the tree's Markdown (outside code) whose target it does not hold, or
+    whose #fragment names no heading of the page it leads to."""
     dead = []
+    root = tree.resolve()
     for page in markdown_files(tree):
-        fence = False
-        for number, line in enumerate(page.read_text().split("\n"), 1):
-            if re.match(r"^\s{0,3}(```|~~~)", line):
-                fence = not fence
-                continue
-            if fence:
-                continue
-            for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"`[^`]*`", "", line)):
-                if re.match(r"^([a-z]+:|#)", target):
+        for number, line in prose_lines(page):
+            targets = [next(g for g in m.groups() if g is not None)
+                       for pattern in LINK_RES for m in pattern.finditer(line)]
+            for target in targets:
+                if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # https:, mailto: ...
                     continue
-                path = (page.parent / target.split("#")[0]).resolve()
-                if not path.exists() or tree.resolve() not in [path, *path.parents]:
+                name, _, fragment = target.partition("#")
+                path = (page.parent / name).resolve() if name else page.resolve()
+                if not path.exists() or root not in [path, *path.parents]:
                     dead.append(f"{page.relative_to(tree)}:{number}: {target}")
+                elif fragment and path.suffix == ".md" and fragment not in anchors(path):
+                    dead.append(f"{page.relative_to(tree)}:{number}: {target} (no such heading)")
     return dead
 
 
-def named_scripts(tree: Path) -> list[str]:
-    """Every program of the tree that its pages name, as it is run: a tool of the harness
-    (``harness/bench shaped``: a folder with a __main__.py, and the command after it when the
-    tool lists it in its COMMANDS), or a script (docs/tools/y.py: a file with a #! line or a
-    __main__ guard; a test module or a check file is no script)."""
+#: File names the pages use in examples for a file of the reader's own, not one of the tree.
+EXAMPLE_NAMES = {"my_server.py"}
+
+
+def named_files(tree: Path) -> tuple[set[str], list[str]]:
+    """The .py and .sh files the tree's pages name, in prose and in code
+    (harness/bench/shaped.py, ../harness/bench/shaped.py from docs/, or a bare hold.py that a
+    file of the tree answers to): (the tree's files they name, "page:line: name" of each name
+    no file of the tree answers to)."""
+    files = [p.relative_to(tree).as_posix() for p in tree.rglob("*")
+             if p.is_file() and ".git" not in p.relative_to(tree).parts]
+    root = tree.resolve()
+    found: set[str] = set()
+    missing = []
+    for page in markdown_files(tree):
+        for number, line in enumerate(page.read_text().split("\n"), 1):
+            for name in re.findall(r"(?<![\w./*-])((?:\.\.?/)*[\w-][\w.-]*(?:/[\w.-]+)*\.(?:py|sh))\b",
+                                   line):
+                local = (page.parent / name).resolve()
+                if local.is_file() and root in local.parents:
+                    found.add(local.relative_to(root).as_posix())
+                    continue
+                bare = None if name.startswith("../") else re.sub(r"^(\./)+", "", name)
+                matches = [f for f in files if bare and (f == bare or f.endswith("/" + bare))]
+                if matches:
+                    found.update(matches)
+                elif Path(name).name not in EXAMPLE_NAMES:
+                    missing.append(f"{page.relative_to(tree)}:{number}: {name}")
+    return found, missing
+
+
+def named_tools(tree: Path) -> set[str]:
+    """The tools of harness/ the tree's pages name, as they are run: ``harness/bench`` (a
+    folder with a __main__.py), with the command after it when the tool lists it in its
+    COMMANDS (``harness/bench shaped``)."""
     named = set()
     for page in markdown_files(tree):
-        text = page.read_text()
-        for rel, word in re.findall(r"(?<![\w/.])(harness/[\w-]+)/?(?: ([a-z][\w-]*))?", text):
+        for rel, word in re.findall(r"(?<![\w/.])(harness/[\w-]+)/?(?: ([a-z][\w-]*))?",
+                                    page.read_text()):
             main = tree / rel / "__main__.py"
-            if not main.is_file():
-                continue
-            commands = re.findall(r'^    "([a-z][\w-]*)": \(', main.read_text(), re.M)
-            named.add(f"{rel} {word}" if word and word in commands else rel)
-        for rel in re.findall(r"(?<![\w/.])((?:harness|docs/tools)/[\w/-]+\.py)\b", text):
-            path = tree / rel
-            if path.is_file():
-                script = path.read_text()
-                if script.startswith("#!") or re.search(r"^if __name__ == .__main__.:", script, re.M):
-                    named.add(rel)
-    return sorted(named)
+            if main.is_file():
+                commands = re.findall(r'^    "([a-z][\w-]*)": \(', main.read_text(), re.M)
+                named.add(f"{rel} {word}" if word and word in commands else rel)
+    return named
+
+
+def named_scripts(tree: Path) -> list[str]:
+    """Every program the tree's pages name: the tools of harness/ (named_tools()), and every
+    script of named_files(): a .sh file, or a Python file with a #! line or a __main__ guard
+    (a test module or a check file is no script)."""
+    scripts = set(named_tools(tree))
+    for rel in sorted(named_files(tree)[0]):
+        text = (tree / rel).read_text()
+        if rel.endswith(".sh") or text.startswith("#!") or \
+                re.search(r"^if __name__ == .__main__.:", text, re.M):
+            scripts.add(rel)
+    return sorted(scripts)
 
 
 def free_port() -> int:
@@ -172,6 +242,95 @@ def grade(command: str, tree: Path, out: Path) -> dict:
     proc = sh(f"{command} --out {out}", tree, timeout=900)
     assert proc.returncode == 0, f"{command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads((out / "results.json").read_text()) | {"summary": proc.stdout}
+
+
+def readme_grades(trees: dict[str, Path], tmp_path_factory) -> dict[str, dict[str, dict]]:
+    """Each of the README's two ./lab grade commands run in each tree: tree → profile →
+    results.json (for a module-scoped fixture: grading takes minutes)."""
+    graded: dict[str, dict[str, dict]] = {}
+    for name, tree in trees.items():
+        commands = [c for c in shell_blocks((tree / "README.md").read_text())
+                    if c.startswith("./lab grade ")]
+        assert len(commands) == 2, commands
+        for command in commands:
+            profile = re.search(r"--profile (\w+)", command)[1]
+            out = tmp_path_factory.mktemp(f"grade-{name}-{profile}")
+            graded.setdefault(name, {})[profile] = grade(command, tree, out)
+    return graded
+
+
+def check_readme_commands(trees: dict[str, Path], known: re.Pattern) -> None:
+    """Every command of each tree's README is one @p known matches (one a test runs)."""
+    for tree in trees.values():
+        unknown = [c for c in shell_blocks((tree / "README.md").read_text()) if not known.match(c)]
+        assert not unknown, f"README commands no student-side test runs: {unknown}"
+
+
+def check_grade_scores(graded: dict[str, dict[str, dict]]) -> None:
+    """The README's grade commands (readme_grades()): the stubs at most HANDOUT_MAX_SCORE, the
+    solution full marks, on both profiles."""
+    for profile, full in (("threaded", 70), ("limited", 100)):
+        stubs, solution = graded["stubs"][profile], graded["solution"][profile]
+        assert stubs["max_score"] == solution["max_score"] == full
+        assert stubs["score"] <= HANDOUT_MAX_SCORE, stubs["summary"]
+        assert solution["score"] == full, solution["summary"]
+
+
+def check_classroom_workflow(trees: dict[str, Path], graded: dict[str, dict[str, dict]],
+                             yaml) -> None:
+    """The workflow's steps run as GitHub would run them: the solution green with every point;
+    the stubs red, earning the points of exactly the checks they pass whole (in @p graded)."""
+    earned, available, red = run_workflow(trees["solution"], yaml)
+    assert available == 170 and earned == 170 and not red, red
+    earned, available, red = run_workflow(trees["stubs"], yaml)
+    expected = sum(passed_points(r) for r in graded["stubs"].values())
+    assert red and earned == expected <= 2 * HANDOUT_MAX_SCORE, (earned, expected, red)
+
+
+def check_short_speedup(tree: Path, servers: tuple[str, ...]) -> str:
+    """Question 5's command in @p tree, shortened (3 rounds, 5 ms round trip, 1 Gbit/s), so
+    short that its runs are flagged as noise: each of @p servers has both test cases, no
+    errors. Returns the table."""
+    proc = sh("./lab speedup --reps 3 --rtt-ms 5 --mbit 1000 --out build/q5", tree, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = (tree / "build/q5/shaped.md").read_text()
+    assert "⚠" in table and "lasted less than 0.5 s" in table, table
+    for server in servers:
+        rows = re.findall(rf"^\| {server} \| (.*) \| (\d+) \|$", table, re.M)
+        assert len(rows) == 2 and all(errors == "0" for _, errors in rows), (server, table)
+    return table
+
+
+#: The pages ./lab doctest runs by default (harness/guidetest's DEFAULT_PAGES).
+DOCTEST_PAGES = ("README.md", "docs/*.md", "ANSWERS.md")
+
+
+def doctest_markers(tree: Path) -> dict[str, str]:
+    """The doctest markers of the tree's default pages that run (all but `skip`), as the runner
+    names them ("docs/index.md:LINE", the line of the block's fence) → the verb."""
+    markers: dict[str, str] = {}
+    for pattern in DOCTEST_PAGES:
+        for page in sorted(tree.glob(pattern)):
+            verbs: list[str] = []
+            for number, line in enumerate(page.read_text().split("\n"), 1):
+                if match := re.match(r"^\s*<!-- doctest:?\s*(\w+)", line):
+                    verbs.append(match[1])
+                elif re.match(r"^\s*(```|~~~)", line):
+                    for verb in verbs:
+                        if verb != "skip":
+                            markers.setdefault(f"{page.relative_to(tree)}:{number}", verb)
+                    verbs = []
+    return markers
+
+
+def run_doctest(tree: Path) -> tuple[subprocess.CompletedProcess, dict[str, str], tuple[int, int]]:
+    """`./lab doctest -v` in @p tree: (the process, "page:LINE" → "ok" or "FAIL" for every
+    check it ran, (passed, failed) from its last line)."""
+    proc = sh("./lab doctest -v", tree, timeout=1200)
+    verdicts = {m[2]: m[1] for m in re.finditer(r"^(ok|FAIL) +(\S+:\d+) \w+$", proc.stdout, re.M)}
+    summary = re.findall(r"^(\d+) passed, (\d+) failed$", proc.stdout, re.M)
+    assert summary, f"./lab doctest printed no summary:\n{(proc.stdout + proc.stderr)[-3000:]}"
+    return proc, verdicts, (int(summary[-1][0]), int(summary[-1][1]))
 
 
 def passed_points(results: dict) -> float:

@@ -34,7 +34,7 @@ STUBBED_UNIT_TESTS = {"ConnectionLimiter.AdmitsUpToPerClientLimit",
                       "ThreadSet.RunsEachHandlerOnItsOwnThreadWithItsConnection",
                       "ThreadSet.FinishedThreadsAreReapedWithoutANewSpawn"}
 #: The README's commands this test knows how to run; a new one fails the test until it does.
-KNOWN = re.compile(r"^(\./lab (build|run|test|grade|speedup)\b|build/bin/limiter_tests$)")
+KNOWN = re.compile(r"^(\./lab (build|run|test|grade|speedup|doctest)\b|build/bin/limiter_tests$)")
 
 
 @pytest.fixture(scope="module")
@@ -57,31 +57,15 @@ def trees(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def readme_grades(trees, tmp_path_factory) -> dict[str, dict[str, dict]]:
     """Each README ./lab grade command run in each tree: tree → profile → results.json."""
-    graded: dict[str, dict[str, dict]] = {}
-    for name, tree in trees.items():
-        commands = [c for c in ss.shell_blocks((tree / "README.md").read_text())
-                    if c.startswith("./lab grade ")]
-        assert len(commands) == 2, commands
-        for command in commands:
-            profile = re.search(r"--profile (\w+)", command)[1]
-            out = tmp_path_factory.mktemp(f"grade-{name}-{profile}")
-            graded.setdefault(name, {})[profile] = ss.grade(command, tree, out)
-    return graded
+    return ss.readme_grades(trees, tmp_path_factory)
 
 
 def test_readme_lists_only_commands_this_test_runs(trees):
-    for tree in trees.values():
-        commands = ss.shell_blocks((tree / "README.md").read_text())
-        unknown = [c for c in commands if not KNOWN.match(c)]
-        assert not unknown, f"README commands no student-side test runs: {unknown}"
+    ss.check_readme_commands(trees, KNOWN)
 
 
 def test_grade_scores(readme_grades):
-    for profile, full in (("threaded", 70), ("limited", 100)):
-        stubs, solution = readme_grades["stubs"][profile], readme_grades["solution"][profile]
-        assert stubs["max_score"] == solution["max_score"] == full
-        assert stubs["score"] <= ss.HANDOUT_MAX_SCORE, stubs["summary"]
-        assert solution["score"] == full, solution["summary"]
+    ss.check_grade_scores(readme_grades)
 
 
 def unit_tests(tree: Path) -> dict[str, tuple[str, str]]:
@@ -159,39 +143,38 @@ def test_help_of_every_command_and_script(trees):
 
 
 def test_links_resolve(trees, tmp_path):
+    """In the handout, the solution tree and a handout with every extension: every relative
+    link of every Markdown page (inline, reference or HTML; #fragments too) leads to a file,
+    directory or heading of the tree, and every .py or .sh file a page names is one of the
+    tree's (test_help_of_every_command_and_script runs those that are scripts with --help)."""
     extended = ss.generate(tmp_path / "extended", "--no-git", "--with", "stage4", "--with", "reclaim-idle")
     for tree in (*trees.values(), extended):
         assert not ss.dead_links(tree), ss.dead_links(tree)
+        named, missing = ss.named_files(tree)
+        assert not missing, f"{tree.name}: pages name files the tree does not hold: {missing}"
+        assert "docs/tools/hold.py" in named, named
+        tools = ss.named_tools(tree)
+        assert {"harness/grader grade", "harness/guidetest", "harness/bench shaped"} <= tools, tools
 
 
 def test_classroom_workflow(trees, readme_grades):
     """The workflow's steps run as GitHub would run them: the solution green with every
     point; the stubs red, earning the points of exactly the checks they pass whole."""
-    yaml = pytest.importorskip("yaml")  # python3-yaml: ./lab setup installs it
-    earned, available, red = ss.run_workflow(trees["solution"], yaml)
-    assert available == 170 and earned == 170 and not red, red
-    earned, available, red = ss.run_workflow(trees["stubs"], yaml)
-    expected = sum(ss.passed_points(r) for r in readme_grades["stubs"].values())
-    assert red and earned == expected <= 2 * ss.HANDOUT_MAX_SCORE, (earned, expected, red)
+    yaml = pytest.importorskip("yaml")  # python3-yaml: ./lab setup of the kit installs it
+    ss.check_classroom_workflow(trees, readme_grades, yaml)
 
 
 def test_speedup_in_the_solution_tree(trees):
     """Question 5's command, shortened (3 rounds, 5 ms round trip, 1 Gbit/s), so short that
     its runs are flagged as noise: every stage of the
     handout and python -m http.server, both test cases, no errors, no stage 4."""
-    proc = ss.sh("./lab speedup --reps 3 --rtt-ms 5 --mbit 1000 --out build/q5", trees["solution"],
-                 timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    table = (trees["solution"] / "build/q5/shaped.md").read_text()
-    assert "⚠" in table and "lasted less than 0.5 s" in table, table
-    for server in ("stage1", "stage2", "stage3", "python"):
-        rows = re.findall(rf"^\| {server} \| (.*) \| (\d+) \|$", table, re.M)
-        assert len(rows) == 2 and all(errors == "0" for _, errors in rows), (server, table)
+    table = ss.check_short_speedup(trees["solution"], ("stage1", "stage2", "stage3", "python"))
     assert "stage4" not in table
 
 
 def test_doctest_of_the_solution_tree(trees):
-    """`./lab doctest` over the solution tree's own pages: 0 failed."""
+    """`./lab doctest` (listed in the README) over the solution tree's own pages: 0 failed."""
+    assert "./lab doctest" in ss.shell_blocks((trees["solution"] / "README.md").read_text())
     proc = ss.sh("./lab doctest", trees["solution"], timeout=900)
     summary = re.findall(r"(\d+) passed, (\d+) failed", proc.stdout + proc.stderr)
     assert summary and summary[-1][1] == "0" and proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]

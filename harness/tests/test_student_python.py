@@ -6,8 +6,10 @@ TODO, the solution 200; --sequential serves in both), the server's --help, each 
 command (stubs at most 40 per profile, the solution full marks on both profiles: the round
 trip of the reference solution in python/), the scripts its pages name (--help), its Classroom
 workflow step by step (solution green with every point, stubs red with the points of the
-checks they pass), and question 5's command, shortened, in the solution tree. Every relative
-link of each tree's Markdown resolves, and the tree holds nothing of the C++ track.
+checks they pass), question 5's command, shortened, in the solution tree, and ./lab doctest
+over each tree's own pages (the solution: every block passes; the stubs: exactly the blocks of
+stages 2 and 3 that need the student's code fail). Every relative link of each tree's Markdown
+resolves, and the tree holds nothing of the C++ track.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import studentside as ss
 from test_handout import skip_under_sanitizers
 
 #: The README's commands this test knows how to run; a new one fails the test until it does.
-KNOWN = re.compile(r"^(\./lab (run|grade|speedup)\b|python3 http_server\.py --help$)")
+KNOWN = re.compile(r"^(\./lab (run|grade|speedup|doctest)\b|python3 http_server\.py --help$)")
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +40,8 @@ def trees(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def readme_grades(trees, tmp_path_factory) -> dict[str, dict[str, dict]]:
-    graded: dict[str, dict[str, dict]] = {}
-    for name, tree in trees.items():
-        commands = [c for c in ss.shell_blocks((tree / "README.md").read_text())
-                    if c.startswith("./lab grade ")]
-        assert len(commands) == 2, commands
-        for command in commands:
-            profile = re.search(r"--profile (\w+)", command)[1]
-            out = tmp_path_factory.mktemp(f"grade-{name}-{profile}")
-            graded.setdefault(name, {})[profile] = ss.grade(command, tree, out)
-    return graded
+    """Each README ./lab grade command run in each tree: tree → profile → results.json."""
+    return ss.readme_grades(trees, tmp_path_factory)
 
 
 def test_tree_holds_the_python_track_only(trees):
@@ -61,8 +55,9 @@ def test_tree_holds_the_python_track_only(trees):
                     or f.startswith(("stage", "common/", "python/"))], name
         # Of the harness, only its part: the grader (not the instructor's batch grading or
         # similarity ranking) and question 5's benchmark with what it imports.
-        assert not [f for f in files if f.startswith(("harness/handout/", "harness/tests/",
-                                                      "harness/hidden/", "harness/demo/"))
+        assert not [f for f in files if f.startswith(("harness/handout/", "harness/hidden/",
+                                                      "harness/demo/", "harness/tests/test_"))
+                    or f == "harness/tests/conftest.py"
                     or f in ("harness/grader/batch.py", "harness/grader/similarity.py",
                              "harness/grader/submission.py", "harness/bench/compare.py",
                              "harness/bench/timeline.py", "harness/bench/lib/report.py")], name
@@ -74,18 +69,11 @@ def test_tree_holds_the_python_track_only(trees):
 
 
 def test_readme_lists_only_commands_this_test_runs(trees):
-    for tree in trees.values():
-        commands = ss.shell_blocks((tree / "README.md").read_text())
-        unknown = [c for c in commands if not KNOWN.match(c)]
-        assert not unknown, f"README commands no student-side test runs: {unknown}"
+    ss.check_readme_commands(trees, KNOWN)
 
 
 def test_grade_scores_both_profiles(readme_grades):
-    for profile, full in (("threaded", 70), ("limited", 100)):
-        stubs, solution = readme_grades["stubs"][profile], readme_grades["solution"][profile]
-        assert stubs["max_score"] == solution["max_score"] == full
-        assert stubs["score"] <= ss.HANDOUT_MAX_SCORE, stubs["summary"]
-        assert solution["score"] == full, solution["summary"]
+    ss.check_grade_scores(readme_grades)
 
 
 def test_lab_run(trees):
@@ -101,11 +89,13 @@ def test_lab_run(trees):
 def test_help_of_every_command_and_script(trees):
     for name, tree in trees.items():
         for command in ("./lab help", "./lab grade --help", "./lab speedup --help",
-                        "python3 http_server.py --help"):
+                        "./lab doctest --help", "python3 http_server.py --help"):
             proc = ss.sh(command, tree, timeout=120)
             assert proc.returncode == 0 and "usage" in proc.stdout.lower(), (name, command, proc.stderr)
         assert "-maxclient" in ss.sh("python3 http_server.py --help", tree).stdout
-        for script in ss.named_scripts(tree):
+        scripts = ss.named_scripts(tree)
+        assert "harness/tests/testdata/flawed_server.py" in scripts, scripts
+        for script in scripts:
             proc = ss.sh(f"{ss.PYTHON} {script} --help", tree, timeout=60)
             assert proc.returncode == 0, (name, script, proc.stderr[-2000:])
         bad = ss.sh("python3 http_server.py -p 0 -maxclient 3", tree, timeout=30)
@@ -113,31 +103,29 @@ def test_help_of_every_command_and_script(trees):
 
 
 def test_links_resolve(trees):
+    """Every relative link of every Markdown page (inline, reference or HTML; #fragments
+    too) leads to a file, directory or heading of the tree, and every .py or .sh file a page
+    names is one of the tree's (test_help_of_every_command_and_script runs those that are
+    scripts with --help)."""
     for tree in trees.values():
         assert not ss.dead_links(tree), ss.dead_links(tree)
+        named, missing = ss.named_files(tree)
+        assert not missing, f"{tree.name}: pages name files the tree does not hold: {missing}"
+        assert {"http_server.py", "docs/tools/hold.py"} <= named, named
+        tools = ss.named_tools(tree)
+        assert {"harness/grader grade", "harness/bench shaped", "harness/guidetest"} <= tools, tools
 
 
 def test_classroom_workflow(trees, readme_grades):
     yaml = pytest.importorskip("yaml")  # python3-yaml: ./lab setup of the kit installs it
-    earned, available, red = ss.run_workflow(trees["solution"], yaml)
-    assert available == 170 and earned == 170 and not red, red
-    earned, available, red = ss.run_workflow(trees["stubs"], yaml)
-    expected = sum(ss.passed_points(r) for r in readme_grades["stubs"].values())
-    assert red and earned == expected <= 2 * ss.HANDOUT_MAX_SCORE, (earned, expected, red)
+    ss.check_classroom_workflow(trees, readme_grades, yaml)
 
 
 def test_speedup_in_the_solution_tree(trees):
     """Question 5's command, shortened (3 rounds, 5 ms round trip, 1 Gbit/s), so short that
     its runs are flagged as noise: the student's server
     sequential and threaded, and python -m http.server, both test cases, no errors."""
-    proc = ss.sh("./lab speedup --reps 3 --rtt-ms 5 --mbit 1000 --out build/q5", trees["solution"],
-                 timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    table = (trees["solution"] / "build/q5/shaped.md").read_text()
-    assert "⚠" in table and "lasted less than 0.5 s" in table, table
-    for server in ("sequential", "threaded", "python"):
-        rows = re.findall(rf"^\| {server} \| (.*) \| (\d+) \|$", table, re.M)
-        assert len(rows) == 2 and all(errors == "0" for _, errors in rows), (server, table)
+    ss.check_short_speedup(trees["solution"], ("sequential", "threaded", "python"))
 
 
 def test_server_answers(trees, tmp_path):
@@ -183,3 +171,45 @@ def test_server_answers(trees, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def stage_of(page: Path, line: int) -> str:
+    """The "## Stage N" section of @p page that holds @p line ("" before the first)."""
+    section = ""
+    for number, text in enumerate(page.read_text().split("\n"), 1):
+        if number > line:
+            break
+        if text.startswith("## "):
+            section = (re.match(r"## (Stage \d)", text) or [None, ""])[1]
+    return section
+
+
+def test_doctest_of_the_solution_tree(trees):
+    """`./lab doctest` (listed in the README) over the solution tree's own pages, against its
+    http_server.py: every block that is not marked skip runs and passes, 0 failed."""
+    tree = trees["solution"]
+    assert "./lab doctest" in ss.shell_blocks((tree / "README.md").read_text())
+    markers = ss.doctest_markers(tree)
+    assert sum(where.startswith("docs/index.md:") for where in markers) >= 6, markers
+    proc, verdicts, (passed, failed) = ss.run_doctest(tree)
+    assert proc.returncode == 0 and failed == 0, (proc.stdout + proc.stderr)[-5000:]
+    assert set(verdicts) == set(markers) and set(verdicts.values()) == {"ok"}, verdicts
+    assert passed >= len(markers)
+
+
+def test_doctest_of_the_stub_handout(trees):
+    """`./lab doctest` in the stub handout runs every block and reports: stage 1's blocks (the
+    given server) pass; what fails is only blocks of stages 2 and 3 (the stubs answer 503), at
+    least one in each, and the run exits 1."""
+    tree = trees["stubs"]
+    assert "./lab doctest" in ss.shell_blocks((tree / "README.md").read_text())
+    proc, verdicts, (passed, failed) = ss.run_doctest(tree)
+    output = (proc.stdout + proc.stderr)[-5000:]
+    assert proc.returncode == 1 and failed > 0 and passed > 0, output
+    assert set(verdicts) == set(ss.doctest_markers(tree)), (verdicts, output)
+    stages = {where: stage_of(tree / where.split(":")[0], int(where.split(":")[1]))
+              for where in verdicts}
+    failing = {stages[w] for w, v in verdicts.items() if v == "FAIL"}
+    assert failing == {"Stage 2", "Stage 3"}, (verdicts, output)
+    assert all(v == "ok" for w, v in verdicts.items() if stages[w] == "Stage 1"), output
+    assert "503" in output
