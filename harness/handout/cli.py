@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({plural(len(block.solution), 'line')}, {stub})")
         print(f"lab handout: {len(blocks)} blocks, markers well-formed")
         return 0
-    kept = kept_parts(args.solution, args.extensions)
+    kept = kept_parts(args.solution, args.extensions, args.lang)
     try:
         check_destination(args.dest, source)
         tree = build_tree(files, kept, args.solution, args.lang)

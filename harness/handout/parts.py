@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 SOLUTION = "solution"  # only in --solution trees (the exercises, the autograder's secrets)
 EXTENSION = "extension"  # only with --with PART, in handouts and solution trees alike
 INSTRUCTOR = "instructor"  # never: the instructor's own tooling
+TRACK = "track"  # in the trees of its language only (the C++ stages' commands in shared pages)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,9 @@ PARTS: dict[str, Part] = {part.name: part for part in (
              "`try_acquire()` must call it when the total limit is reached and the option is on; "
              "`stage3_limited/test/reclaim_test.cpp` and `harness/tests/test_reclaim.py` check it, and "
              "[docs/stage3.md](docs/stage3.md) describes it.")),
+    Part("cpp", TRACK,
+         "what only the C++ track runs, in pages both tracks carry (the stages' build/bin "
+         "commands): kept in C++ trees; a Python tree (--lang python) gets the block's stub"),
     Part("instructor", INSTRUCTOR,
          "the handout generator (harness/handout/), the batch and Gradescope grading "
          "(grader/batch.py), the similarity ranking (grader/similarity.py), their tests (the "
@@ -165,9 +169,9 @@ def left_out(rel: str) -> bool:
     return any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in LEFT_OUT)
 
 
-def kept_parts(solution: bool, extensions: list[str]) -> set[str]:
+def kept_parts(solution: bool, extensions: list[str], lang: str = "cpp") -> set[str]:
     """The parts whose blocks keep the reference's lines, and whose files are included."""
-    kept = set(extensions)
+    kept = set(extensions) | {p.name for p in PARTS.values() if p.kind == TRACK and p.name == lang}
     if solution:
         kept |= {p.name for p in PARTS.values() if p.kind == SOLUTION}
     return kept
