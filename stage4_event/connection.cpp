@@ -85,6 +85,8 @@ Interest EventConnection::read_head(Clock::time_point now) {
         if (n > 0) {
             bytes_.append(chunk, static_cast<std::size_t>(n));
             if (parser_.parse(bytes_).state != ParseState::incomplete) {
+                // recv() stops short of the buffer only when the socket has nothing more.
+                nothing_unread_ = static_cast<std::size_t>(n) < sizeof chunk;
                 return head_ended(false, now);
             }
             continue;
@@ -198,6 +200,7 @@ Interest EventConnection::send_reply(Clock::time_point now) {
     if (progress) deadline_ = now + context_.timeout;
     if (now >= deadline()) return finish_reply(false, now);
     // A slice used up with the socket still writable: level-triggered epoll calls again.
+    nothing_unread_ = false;  // the client may send more while the reply waits
     return Interest::write;
 }
 
@@ -219,8 +222,13 @@ Interest EventConnection::finish_reply(bool sent, Clock::time_point now) {
     if (!sent) return close();
     // An error reply may leave request bytes unread: closing now would reset the connection
     // under the reply. So stop sending and read until the client closes, or for a while. A
-    // success only drops what has already arrived, as close_gracefully() does.
-    if (status < 400) linger_for_ = std::chrono::milliseconds(0);
+    // success only drops what has already arrived, as close_gracefully() does; if the read
+    // that completed the head came back short and the reply went out at once, nothing has:
+    // no recv() just to hear EAGAIN (nginx, too, reads no more after a short read).
+    if (status < 400) {
+        if (nothing_unread_) return close();
+        linger_for_ = std::chrono::milliseconds(0);
+    }
     if (linger_for_ > std::chrono::milliseconds(0)) ::shutdown(fd(), SHUT_WR);
     state_ = State::lingering;
     if (!status_page_) report(Phase::closing);  // the status page stays out of sight

@@ -85,6 +85,7 @@ class EventConnection {
     // Reading.
     std::string bytes_;
     RequestParser parser_;
+    bool nothing_unread_ = false;  // the last read emptied the socket, and no wait since
     bool counted_as_served_ = false;
     bool status_page_ = false;  // answering /server-status: left out of its snapshot
 

@@ -57,7 +57,7 @@ void EventLoop::run() {
         for (int i = 0; i < n; ++i) {
             const std::uint64_t id = events[static_cast<std::size_t>(i)].data.u64;
             if (id == kListenerId) {
-                accept_clients(now);
+                accept_client(now);
             } else if (id == kStopId) {
                 begin_shutdown(now);
             } else {
@@ -68,32 +68,29 @@ void EventLoop::run() {
     }
 }
 
-// Accepts what is queued, a batch at a time, and gives each client a connection.
-void EventLoop::accept_clients(Clock::time_point now) {
-    for (int i = 0; i < kAcceptBatch && accepting_ && !stopping_; ++i) {
-        int error = 0;
-        std::optional<Connection> client;
-        ConnectionLimiter::Admission admission;
-        {
-            // Two loops must not accept clients 1 and 2 and then ask the limiter for 2 first:
-            // the last slot would go to the later client.
-            const std::lock_guard order(shared_.admission_order);
-            client = shared_.listener.try_accept(error);
-            if (client) admission = shared_.limiter.try_acquire(client->peer_ip);
-        }
-        if (client) {
-            admit(std::move(*client), std::move(admission), now);
-            if (++accepted_ % kRotateEvery == 0) {
-                rotate_listener();
-                return;  // clients still queued are reported again by the next epoll_wait()
-            }
-            continue;
-        }
+// Accepts one client and gives it a connection. One per report, as nginx does by default:
+// the listener is level-triggered, so while more clients are queued the next epoll_wait()
+// reports it again at once, and no accept4() is spent on learning that the queue is empty.
+void EventLoop::accept_client(Clock::time_point now) {
+    if (!accepting_ || stopping_) return;
+    int error = 0;
+    std::optional<Connection> client;
+    ConnectionLimiter::Admission admission;
+    {
+        // Two loops must not accept clients 1 and 2 and then ask the limiter for 2 first:
+        // the last slot would go to the later client.
+        const std::lock_guard order(shared_.admission_order);
+        client = shared_.listener.try_accept(error);
+        if (client) admission = shared_.limiter.try_acquire(client->peer_ip);
+    }
+    if (!client) {
         if (out_of_resources(error)) {
             pause_accepting(now);  // no busy loop: the listener stays readable meanwhile
         }
-        return;  // EAGAIN: nobody else is waiting (or the listener was shut down)
+        return;  // EAGAIN: another loop took the client (or the listener was shut down)
     }
+    admit(std::move(*client), std::move(admission), now);
+    if (++accepted_ % kRotateEvery == 0) rotate_listener();
 }
 
 // Serves an admitted client, or tells it 429/503 at once, as stage 3's accept loop does.

@@ -17,9 +17,6 @@
 
 namespace lab {
 
-/// @brief Most clients one loop accepts per wake-up before it serves its connections again.
-inline constexpr int kAcceptBatch = 64;
-
 /// @brief Clients a loop accepts before it moves to the back of the listener's wake-up queue.
 inline constexpr std::uint64_t kRotateEvery = 16;
 
@@ -67,7 +64,7 @@ class EventLoop {
         Clock::time_point scheduled = Clock::time_point::max();  // in timers_, if < max
     };
 
-    void accept_clients(Clock::time_point now);
+    void accept_client(Clock::time_point now);
     void admit(Connection client, ConnectionLimiter::Admission admission, Clock::time_point now);
     std::uint64_t add(std::unique_ptr<EventConnection> connection, Interest first);
     void drive(std::uint64_t id, Clock::time_point now, bool stopping);

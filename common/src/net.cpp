@@ -15,7 +15,6 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -139,11 +138,13 @@ Listener::~Listener() {
 
 namespace {
 
-// Turns an accepted socket into a Connection (Nagle off, the peer's address as text).
+// Turns an accepted socket into a Connection (the peer's address as text).
+//
+// Nagle's algorithm stays on: it could only hold back a reply's last small segment, and every
+// reply is one write (or a head with MSG_MORE, then sendfile()) followed at once by close()
+// or shutdown(), whose FIN pushes out whatever is queued. TCP_NODELAY would cost a syscall
+// per connection and change nothing; nginx does not set it on HTTP/1.0 connections either.
 std::optional<Connection> make_connection(Fd client, const sockaddr_storage& peer) {
-    const int one = 1;
-    // Replies are written whole; waiting to coalesce them only adds latency.
-    ::setsockopt(client.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     try {
         return Connection{std::move(client), ip_text(peer)};
     } catch (const std::bad_alloc&) {

@@ -3,6 +3,7 @@
 #include "connection.hpp"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -88,6 +89,43 @@ TEST_F(EventConnectionTest, WholeRequestIsAnsweredAndClosed) {
     EXPECT_TRUE(closed);
     EXPECT_EQ(counters_.served.load(), 1U);
     EXPECT_EQ(limiter_.snapshot().total, 0U);
+}
+
+TEST_F(EventConnectionTest, ASuccessDrainsWhatItsFirstReadLeftBeforeClosing) {
+    // More than one read's worth: the head, then bytes the server never asked for, which
+    // would turn a TCP close() into a reset under the reply if they stayed unread.
+    send("GET /a.txt HTTP/1.0\r\n\r\n" + std::string(6000, 'x'));
+    const lab::Fd peek(::dup(server_.get()));  // keeps the socket open to look at it after
+    auto connection = admitted();
+    EXPECT_EQ(connection->advance(kT0), Interest::close);
+    connection.reset();
+    int unread = -1;
+    ASSERT_EQ(::ioctl(peek.get(), FIONREAD, &unread), 0);
+    EXPECT_EQ(unread, 0);
+    const std::string reply = receive();
+    EXPECT_EQ(reply.substr(0, reply.find("\r\n")), "HTTP/1.0 200 OK");
+    EXPECT_EQ(counters_.served.load(), 1U);
+}
+
+TEST_F(EventConnectionTest, ASuccessThatWaitedDrainsWhatCameMeanwhile) {
+    send("GET /big.bin HTTP/1.0\r\n\r\n");
+    const lab::Fd peek(::dup(server_.get()));
+    auto connection = admitted();
+    EXPECT_EQ(connection->advance(kT0), Interest::write);  // the socket buffer is full
+    send("more");  // sent while the reply waits, after the server's last read
+    std::size_t got = 0;
+    Interest next = Interest::write;
+    for (int round = 0; round < 1000 && next == Interest::write; ++round) {
+        got += receive().size();
+        next = connection->advance(kT0 + milliseconds(1));
+    }
+    EXPECT_EQ(next, Interest::close);
+    connection.reset();
+    int unread = -1;
+    ASSERT_EQ(::ioctl(peek.get(), FIONREAD, &unread), 0);
+    EXPECT_EQ(unread, 0);
+    got += receive().size();
+    EXPECT_GT(got, std::size_t{4} << 20);
 }
 
 TEST_F(EventConnectionTest, HeadArrivingInPiecesWaitsForTheRest) {

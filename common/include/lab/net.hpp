@@ -17,7 +17,7 @@ namespace lab {
 /// @brief Clock used for every deadline.
 using Clock = std::chrono::steady_clock;
 
-/// @brief One accepted client connection (non-blocking, close-on-exec, Nagle off).
+/// @brief One accepted client connection (non-blocking, close-on-exec).
 struct Connection {
     Fd fd;                ///< The connected socket.
     std::string peer_ip;  ///< Client address; IPv4-mapped IPv6 is folded to plain IPv4.
