@@ -8,7 +8,6 @@
 A command whose module is not in this copy (a student handout carries ``grade`` only) says so.
 """
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -17,6 +16,8 @@ HERE = Path(__file__).resolve().parent
 # (harness/) goes there instead, so that ``grader`` is imported as the package it is.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(HERE.parent))
+
+from subcommands import dispatch  # noqa: E402  (harness/subcommands.py)
 
 #: command → (module, what it does)
 COMMANDS = {
@@ -28,21 +29,7 @@ COMMANDS = {
 
 
 def main(argv: list) -> int:
-    present = {name: entry for name, entry in COMMANDS.items()
-               if (HERE / f"{entry[0]}.py").is_file()}
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: harness/grader COMMAND [ARGS]  (COMMAND --help for its options)\n\ncommands:")
-        for name, (_, summary) in present.items():
-            print(f"  {name:<11} {summary}")
-        return 0 if argv else 2
-    command, *rest = argv
-    if command not in present:
-        known = ", ".join(present)
-        print(f"harness/grader: {command!r} is not a command of this copy ({known})",
-              file=sys.stderr)
-        return 2
-    module = importlib.import_module(f"grader.{present[command][0]}")
-    return module.main(rest)
+    return dispatch(HERE, COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -432,7 +432,7 @@ exec python3 "$root/source/harness/grader" batch gradescope --prefix "$root"
 """
 
 #: The kit's files the zip carries (the grader; the submission brings its own server code).
-PACKAGED = ["harness/grader/*.py"]
+PACKAGED = ["harness/subcommands.py", "harness/grader/*.py"]
 
 
 def cmd_package(args: argparse.Namespace) -> int:

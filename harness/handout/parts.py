@@ -118,7 +118,7 @@ PYTHON_DIR = "python/"
 #: flawed server its manual grades; of the benchmarks only question 5's (``harness/bench
 #: shaped``) and the pieces it imports; and the guide's runner (./lab doctest) with the tool
 #: its blocks use.
-PYTHON_SHARED = ("www/", "harness/grader/",
+PYTHON_SHARED = ("www/", "harness/subcommands.py", "harness/grader/",
                  "harness/bench/__init__.py", "harness/bench/__main__.py", "harness/bench/shaped.py",
                  *(f"harness/bench/lib/{name}.py" for name in (
                      "__init__", "client", "ctxsw", "machine", "servers", "shaper", "site",
