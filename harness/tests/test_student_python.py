@@ -65,7 +65,7 @@ def test_tree_holds_the_python_track_only(trees):
         assert "SOLUTION" not in server and "import" in server
         # The grader's manual shows grading this tree's server, not the C++ stages' binaries.
         manual = (tree / "harness/grader/README.md").read_text()
-        assert "build/bin/stage" not in manual, name
+        assert '--server-cmd "build/bin/stage' not in manual, name
         assert '--server-cmd "python3 http_server.py -p {port}"' in manual, name
     stub = (trees["stubs"] / "http_server.py").read_text()
     assert "TODO(student)" in stub and "threading.Thread(target=run" not in stub
