@@ -39,6 +39,7 @@ from bench.lib import client, machine, spans
 from bench.lib import servers as sv
 from bench.lib.shaper import ShapedProxy
 from bench.lib.site import KIB, make_site
+from bench.lib.stats import spread
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 
@@ -139,10 +140,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def spread(values: list[float]) -> tuple[float, float, float]:
-    return statistics.median(values), min(values), max(values)
-
-
 def fmt(values: list[float], pattern: str) -> str:
     median, low, high = spread(values)
     return f"{pattern.format(median)} ({pattern.format(low)}–{pattern.format(high)})"
@@ -212,16 +209,11 @@ def record_timelines(running: list[sv.Server], cases: dict[str, dict[str, int]],
                      args: argparse.Namespace, rate: float) -> dict[str, dict]:
     """Testcase → server → the spans of one more concurrent pass through the shaped network
     (not part of the table's figures)."""
-    timelines: dict[str, dict] = {}
-    for case, files in cases.items():
-        drawn = timelines.setdefault(case, {})
-        for server in running:
-            with ShapedProxy(server.port, args.rtt_ms / 1000, rate) as proxy:
-                drawn[server.name] = spans.record(proxy.port, list(files), args.clients)
-        print(f"timeline {case[:10]}: " + ", ".join(
-            f"{name} {max((s.last_byte for s in made), default=0):.2f} s"
-            for name, made in drawn.items()), flush=True)
-    return timelines
+    def through_proxy(server: sv.Server, paths: list[str]) -> list:
+        with ShapedProxy(server.port, args.rtt_ms / 1000, rate) as proxy:
+            return spans.record(proxy.port, paths, args.clients)
+
+    return spans.record_passes(cases, running, through_proxy, lambda line: print(line, flush=True))
 
 
 def write_timelines(timelines: dict[str, dict], args: argparse.Namespace) -> list[str]:

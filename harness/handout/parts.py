@@ -122,7 +122,7 @@ PYTHON_SHARED = ("www/", "harness/subcommands.py", "harness/grader/",
                  "harness/bench/__init__.py", "harness/bench/__main__.py", "harness/bench/shaped.py",
                  *(f"harness/bench/lib/{name}.py" for name in (
                      "__init__", "client", "ctxsw", "machine", "servers", "shaper", "site",
-                     "spans")),
+                     "spans", "stats")),
                  "harness/tests/testdata/flawed_server.py",
                  "harness/guidetest/",
                  "docs/tools/hold.py")

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import spans, statuscost
+from .stats import spread
 from .flood import FloodResult
 from .micro import MicroRun
 
@@ -97,14 +98,6 @@ def testcase_summary(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _spread(values):
-    """(median, min, max) of the values that are not None, or three Nones."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None, None
-    return statistics.median(values), min(values), max(values)
-
-
 def rate_key(file_bytes: int) -> str:
     """The per-run figure ratios are taken on: MiB/s for a large file (ab's byte count
     includes replies cut off at the end of a run), req/s for a small one (whose heads, which
@@ -155,16 +148,16 @@ def ab_summary(rows: list[dict]) -> list[dict]:
         group = [r for r in rows if r["file"] == file and r["concurrency"] == concurrency]
         for server in _ordered(r["server"] for r in group):
             mine = [r for r in group if r["server"] == server]
-            rps, rps_min, rps_max = _spread(r["rps"] for r in mine)
-            mib, mib_min, mib_max = _spread(r.get("mib_per_s") for r in mine if r["ok"])
-            ctx, ctx_min, ctx_max = _spread(r.get("ctx_per_request") for r in mine if r["ok"])
-            cpu, cpu_min, cpu_max = _spread(r.get("cpu_us_per_request") for r in mine if r["ok"])
-            cpu_ratio, cpu_ratio_min, cpu_ratio_max = _spread(
+            rps, rps_min, rps_max = spread(r["rps"] for r in mine)
+            mib, mib_min, mib_max = spread(r.get("mib_per_s") for r in mine if r["ok"])
+            ctx, ctx_min, ctx_max = spread(r.get("ctx_per_request") for r in mine if r["ok"])
+            cpu, cpu_min, cpu_max = spread(r.get("cpu_us_per_request") for r in mine if r["ok"])
+            cpu_ratio, cpu_ratio_min, cpu_ratio_max = spread(
                 round_ratios(rows, file, concurrency, server, "nginx", "cpu_us_per_request"))
-            ctx_ratio, ctx_ratio_min, ctx_ratio_max = _spread(
+            ctx_ratio, ctx_ratio_min, ctx_ratio_max = spread(
                 round_ratios(rows, file, concurrency, server, "nginx", "ctx_per_request"))
-            secs, secs_min, secs_max = _spread(r["seconds"] for r in mine if r["ok"])
-            ratio, ratio_min, ratio_max = _spread(
+            secs, secs_min, secs_max = spread(r["seconds"] for r in mine if r["ok"])
+            ratio, ratio_min, ratio_max = spread(
                 round_ratios(rows, file, concurrency, server, "nginx"))
             out.append({
                 "file": file, "file_bytes": mine[0]["file_bytes"], "server": server,
@@ -239,7 +232,7 @@ def _ratio_target(text, results: Results, file, concurrency, server, reference, 
     ratios = round_ratios(results.ab_rows, file, concurrency, server, reference)
     if not ratios:
         return Target(text, None, "not measured")
-    ratio, low, high = _spread(ratios)
+    ratio, low, high = spread(ratios)
     key = rate_key(next(r["file_bytes"] for r in results.ab_rows if r["file"] == file))
     a = _median(r[key] for r in results.ab_rows if r["file"] == file
                 and r["concurrency"] == concurrency and r["server"] == server)
@@ -257,7 +250,7 @@ def _cost_target(text, results: Results, file, concurrency, server, reference, l
     ratios = round_ratios(results.ab_rows, file, concurrency, server, reference, key)
     if not ratios:
         return Target(text, None, "not measured")
-    ratio, low, high = _spread(ratios)
+    ratio, low, high = spread(ratios)
 
     def median_of(name):
         return _median(r.get(key) for r in results.ab_rows if r["file"] == file and r["ok"]

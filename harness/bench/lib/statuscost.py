@@ -16,10 +16,10 @@ process, so their cost is part of "with": that is what an open scoreboard costs.
 
 from __future__ import annotations
 
-import statistics
 import threading
 
 from .client import FetchError, fetch
+from .stats import spread
 
 #: Seconds between two fetches of /server-status: the scoreboard page's pace.
 POLL_INTERVAL = 0.5
@@ -62,13 +62,6 @@ class Poller:
         self._thread.join(timeout=5)
 
 
-def _spread(values: list[float]) -> tuple[float | None, float | None, float | None]:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None, None
-    return statistics.median(values), min(values), max(values)
-
-
 def _per_round(rows: list[dict], stage: str, key: str) -> dict[int, tuple[float, float]]:
     """Round → (with, without) figures of @p key for @p stage, rounds where both ran fine."""
     runs = {(r["server"], r["rep"]): r for r in rows if r["stage"] == stage}
@@ -93,10 +86,10 @@ def summary(rows: list[dict]) -> list[dict]:
         for key, name in (("rps", "rps"), ("cpu_us_per_request", "cpu_us")):
             pairs = _per_round(rows, stage, key)
             for side, index in (("with", 0), ("without", 1)):
-                median, low, high = _spread([p[index] for p in pairs.values()])
+                median, low, high = spread([p[index] for p in pairs.values()])
                 entry.update({f"{name}_{side}": median, f"{name}_{side}_min": low,
                               f"{name}_{side}_max": high})
-            ratio, low, high = _spread([a / b for a, b in pairs.values()])
+            ratio, low, high = spread([a / b for a, b in pairs.values()])
             entry.update({f"{name}_ratio": ratio, f"{name}_ratio_min": low,
                           f"{name}_ratio_max": high, "rounds": len(pairs)})
         mine = [r for r in rows if r["stage"] == stage and r["status"]]
