@@ -296,13 +296,11 @@ def record_timelines(settings, cases, running, results, log):
     (connect, first byte, last byte per client) for the timeline plots; not in the
     testcases' figures."""
     stages = [server for server in running if server.name in STAGES]
-    for case, files in cases.items():
-        drawn = results.timelines.setdefault(TIMELINE_KEYS[case], {})
-        for server in stages:
-            drawn[server.name] = spans.record(server.port, list(files), settings.clients)
-        log(f"timeline of {case}: " + ", ".join(
-            f"{name} {max((s.last_byte for s in made), default=0):.3f} s"
-            for name, made in drawn.items()))
+    passes = spans.record_passes(
+        cases, stages, lambda server, paths: spans.record(server.port, paths, settings.clients),
+        log)
+    for case, drawn in passes.items():
+        results.timelines.setdefault(TIMELINE_KEYS[case], {}).update(drawn)
 
 
 def _delta(before, after):

@@ -95,16 +95,13 @@ def main(argv: list[str]) -> int:
             results = measure(Path(args.bin), site.root, paths, args.clients,
                               args.rtt_ms / 1000, args.speak_after_ms / 1000,
                               args.read_mbit * 1e6 / 8, Path(tmp))
-            spans.write_csv(results, out / f"timeline-{key}.csv")
             network = f"{args.rtt_ms:g} ms round trip" if args.rtt_ms > 0 else "loopback"
             heading = (f"Question 5, {title}: {len(paths)} requests by {args.clients} clients "
                        f"({network}), each reading at {args.read_mbit:g} Mbit/s")
-            if not args.no_png and not missing_png:
-                spans.draw(results, heading, out / f"timeline-{key}.png")
+            spans.save(results, heading, out, f"timeline-{key}", png=not args.no_png)
             for name, made in results.items():
                 refused = sum(s.refused for s in made)
-                end = max(s.last_byte for s in made)
                 print(f"{key} {name}: {len(made)} requests, {refused} refused, "
-                      f"done after {end:.2f} s", flush=True)
+                      f"done after {spans.finished(made):.2f} s", flush=True)
     print(f"written to {out}/")
     return 0

@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 KIB = 1024
 #: The clients' receive buffer (and largest read) when they read at a set pace: small, so
@@ -116,6 +117,25 @@ def record(port: int, paths: list[str], clients: int, speak_after: float = 0.0,
     return sorted(spans, key=lambda s: s.connect)
 
 
+def finished(made: list[Span]) -> float:
+    """When the last of @p made ended (0 for none)."""
+    return max((s.last_byte for s in made), default=0.0)
+
+
+def record_passes(cases: dict[str, list[str]], servers: list, fetch_all: Callable,
+                  log: Callable[[str], None]) -> dict[str, dict[str, list[Span]]]:
+    """Case → server name → the Spans of one concurrent pass of the case's paths over each of
+    @p servers: fetch_all(server, paths) records one (record() through whatever network);
+    logs when each server finished."""
+    timelines: dict[str, dict[str, list[Span]]] = {}
+    for case, paths in cases.items():
+        drawn = timelines[case] = {server.name: fetch_all(server, list(paths))
+                                   for server in servers}
+        log(f"timeline of {case}: "
+            + ", ".join(f"{name} {finished(made):.3f} s" for name, made in drawn.items()))
+    return timelines
+
+
 #: Bytes the kernel may queue beyond a socket buffer's nominal size (one more segment's
 #: worth of overshoot in either buffer, with room to spare).
 BUFFER_SLACK = 256 * KIB
@@ -195,8 +215,7 @@ def draw(results: dict[str, list[Span]], title: str, out: Path) -> None:
             if s.busy_until is not None and s.busy_until > s.first_byte:
                 ax.hlines(row, s.first_byte, s.busy_until, colors="#0b2f57", linewidth=5)
         refusals = sum(s.refused for s in spans)
-        end = max((s.last_byte for s in spans), default=0)
-        label = f"{name}: {end:.2f} s" + (f", {refusals} refused (x)" if refusals else "")
+        label = f"{name}: {finished(spans):.2f} s" + (f", {refusals} refused (x)" if refusals else "")
         ax.set_title(label, loc="left", fontsize=9)
         ax.set_ylabel("request")
         ax.invert_yaxis()
@@ -213,12 +232,13 @@ def draw(results: dict[str, list[Span]], title: str, out: Path) -> None:
     os.replace(partial, out)
 
 
-def save(results: dict[str, list[Span]], title: str, out_dir: Path, stem: str) -> list[str]:
-    """Writes @p stem.csv and, when matplotlib is there, @p stem.png into @p out_dir;
-    returns the names written."""
+def save(results: dict[str, list[Span]], title: str, out_dir: Path, stem: str,
+         png: bool = True) -> list[str]:
+    """Writes @p stem.csv and, when @p png and matplotlib is there, @p stem.png into
+    @p out_dir; returns the names written."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(results, out_dir / f"{stem}.csv")
-    if matplotlib_missing():
+    if not png or matplotlib_missing():
         return [f"{stem}.csv"]
     draw(results, title, out_dir / f"{stem}.png")
     return [f"{stem}.csv", f"{stem}.png"]
