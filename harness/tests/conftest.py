@@ -454,8 +454,10 @@ def connect(
     return sock
 
 
-def read_to_eof(sock: socket.socket, deadline: float, limit: int = 64 << 20) -> bytes:
-    """Reads until the peer closes; raises TimeoutError if @p deadline (monotonic) passes."""
+def read_to_eof(sock: socket.socket, deadline: float, limit: int = 64 << 20, *,
+                chunk: int = 65536, on_read=None) -> bytes:
+    """Reads until the peer closes; raises TimeoutError if @p deadline (monotonic) passes.
+    @p on_read, if given, is called with each read's bytes as it returns (b"" at the end)."""
     chunks = []
     total = 0
     while True:
@@ -465,14 +467,16 @@ def read_to_eof(sock: socket.socket, deadline: float, limit: int = 64 << 20) -> 
                                f"{b''.join(chunks)[:200]!r}")
         sock.settimeout(remaining)
         try:
-            chunk = sock.recv(65536)
+            data = sock.recv(chunk)
         except socket.timeout as error:
             raise TimeoutError(f"no EOF before the deadline; got {total} bytes: "
                                f"{b''.join(chunks)[:200]!r}") from error
-        if not chunk:
+        if on_read is not None:
+            on_read(data)
+        if not data:
             return b"".join(chunks)
-        chunks.append(chunk)
-        total += len(chunk)
+        chunks.append(data)
+        total += len(data)
         assert total <= limit, "response larger than expected"
 
 

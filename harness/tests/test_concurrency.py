@@ -63,34 +63,29 @@ def timeline(request, tmp_path):
 
 def read_timed(sock: socket.socket, deadline: float, origin: float, *, chunk: int = 65536,
                pause: float = 0.0, busy_below: int | None = None):
-    """Reads to EOF (as read_to_eof) and times it from @p origin (perf_counter): returns the
+    """Reads to EOF (read_to_eof) and times it from @p origin (perf_counter): returns the
     bytes, the first byte's and the last byte's times, and the last time the client had read
     fewer than @p busy_below bytes (None if never timed): until then, the server had not
     finished sending (spans.send_buffer_bound()). @p pause: a sleep after each read."""
-    chunks, total = [], 0
     first = last = busy_until = None
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"no EOF before the deadline; got {total} bytes")
-        sock.settimeout(remaining)
-        try:
-            data = sock.recv(chunk)
-        except socket.timeout as error:
-            raise TimeoutError(f"no EOF before the deadline; got {total} bytes") from error
+    total = 0
+
+    def on_read(data: bytes) -> None:
+        nonlocal first, last, busy_until, total
         now = time.perf_counter() - origin
         if not data:
             last = now
-            break
+            return
         if first is None:
             first = now
-        chunks.append(data)
         total += len(data)
         if busy_below is not None and total < busy_below:
             busy_until = now
         if pause:
             time.sleep(pause)
-    return b"".join(chunks), first if first is not None else last, last, busy_until
+
+    data = read_to_eof(sock, deadline, chunk=chunk, on_read=on_read)
+    return data, first if first is not None else last, last, busy_until
 
 
 def get_over(sock: socket.socket, path: str, deadline: float, origin: float | None = None,
