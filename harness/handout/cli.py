@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(leak, file=sys.stderr)
             raise GenerationError(f"{len(leaks)} line(s) of solution text would leak; mark the "
                                   f"text that holds them, or reword it")
-        for note in dead_links(tree):
+        for note in dead_links({rel: out.text for rel, out in tree.items()}):
             print(f"lab handout: note: {note}", file=sys.stderr)
         args.dest.mkdir(parents=True, exist_ok=True)
         write_tree(args.dest, tree)

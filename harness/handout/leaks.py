@@ -147,20 +147,56 @@ def line_leaks(replaced: list[Block], given: set[str], tree: dict[str, Output]) 
     return leaks
 
 
-def dead_links(tree: dict[str, Output]) -> list[str]:
-    """Relative Markdown links of the tree whose target it does not hold (notes, not errors)."""
-    notes = []
-    for rel in sorted(tree):
-        out = tree[rel]
-        if not rel.endswith(".md") or out.text is None:
+#: Where a Markdown page links: [text](target "title"), [text](<target>), a reference
+#: definition [id]: target, and HTML's href= and src=.
+LINK_RES = (re.compile(r"\]\(\s*(?:<([^>]*)>|([^)\s]+))[^)]*\)"),
+            re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?([^>\s]+)>?"),
+            re.compile(r"\b(?:href|src)\s*=\s*[\"']([^\"']+)[\"']"))
+
+
+def prose_lines(text: str):
+    """(line number, line) of Markdown @p text outside fenced code, `inline code` removed."""
+    for number, line, in_code in fenced_lines(text):
+        if not in_code:
+            yield number, re.sub(r"`[^`]*`", "", line)
+
+
+def anchors(text: str) -> set[str]:
+    """The #fragments that lead into Markdown @p text: its headings as GitHub names them
+    (lower case, punctuation dropped, spaces as hyphens, -1, -2 ... on repeats), and id= or
+    name= anchors."""
+    found: set[str] = set()
+    for _, line in prose_lines(text):
+        if heading := re.match(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$", line):
+            slug = re.sub(r"[^\w\- ]", "", heading[1].lower()).replace(" ", "-")
+            name, n = slug, 0
+            while name in found:
+                n += 1
+                name = f"{slug}-{n}"
+            found.add(name)
+        found.update(re.findall(r"\b(?:id|name)\s*=\s*[\"']([^\"']+)[\"']", line))
+    return found
+
+
+def dead_links(files: dict[str, str | None]) -> list[str]:
+    """Relative links of a tree's Markdown (outside code) whose target it does not hold, or
+    whose #fragment names no heading of the page it leads to. @p files: every file of the
+    tree, by path relative to its top, with its text (None: not read, or not text)."""
+    dead = []
+    for rel in sorted(files):
+        text = files[rel]
+        if not rel.endswith(".md") or text is None:
             continue
-        for number, line, in_code in fenced_lines(out.text):
-            if in_code:
-                continue
-            for target in re.findall(r"\]\(([^)\s]+)\)", line):
-                if re.match(r"^([a-z]+:|#)", target):
+        for number, line in prose_lines(text):
+            for target in [next(g for g in m.groups() if g is not None)
+                           for pattern in LINK_RES for m in pattern.finditer(line)]:
+                if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # https:, mailto: ...
                     continue
-                path = os.path.normpath(os.path.join(os.path.dirname(rel), target.split("#")[0]))
-                if path not in tree and not any(k.startswith(path + "/") for k in tree):
-                    notes.append(f"{rel}:{number}: link to {target}, which this tree does not hold")
-    return notes
+                name, _, fragment = target.partition("#")
+                path = os.path.normpath(os.path.join(os.path.dirname(rel), name)) if name else rel
+                if path not in files and not any(k.startswith(path + "/") for k in files):
+                    dead.append(f"{rel}:{number}: {target}")
+                elif (fragment and path.endswith(".md") and files.get(path) is not None
+                      and fragment not in anchors(files[path])):
+                    dead.append(f"{rel}:{number}: {target} (no such heading)")
+    return dead

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from conftest import HARNESS_DIR
+from handout import leaks
 
 GENERATOR = HARNESS_DIR / "handout"
 PYTHON = "/usr/bin/python3"
@@ -68,58 +69,14 @@ def markdown_files(tree: Path) -> list[Path]:
     return sorted(p for p in tree.rglob("*.md") if ".git" not in p.relative_to(tree).parts)
 
 
-def prose_lines(page: Path):
-    """(line number, line) of @p page outside fenced code, `inline code` removed."""
-    fence = False
-    for number, line in enumerate(page.read_text().split("\n"), 1):
-        if re.match(r"^\s{0,3}(```|~~~)", line):
-            fence = not fence
-        elif not fence:
-            yield number, re.sub(r"`[^`]*`", "", line)
-
-
-#: Where a Markdown page links: [text](target "title"), [text](<target>), a reference
-#: definition [id]: target, and HTML's href= and src=.
-LINK_RES = (re.compile(r"\]\(\s*(?:<([^>]*)>|([^)\s]+))[^)]*\)"),
-            re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?([^>\s]+)>?"),
-            re.compile(r"\b(?:href|src)\s*=\s*[\"']([^\"']+)[\"']"))
-
-
-def anchors(page: Path) -> set[str]:
-    """The #fragments that lead into @p page: its headings as GitHub names them (lower case,
-    punctuation dropped, spaces as hyphens, -1, -2 ... on repeats), and id= or name= anchors."""
-    found: set[str] = set()
-    for _, line in prose_lines(page):
-        if heading := re.match(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$", line):
-            slug = re.sub(r"[^\w\- ]", "", heading[1].lower()).replace(" ", "-")
-            name, n = slug, 0
-            while name in found:
-                n += 1
-                name = f"{slug}-{n}"
-            found.add(name)
-        found.update(re.findall(r"\b(?:id|name)\s*=\s*[\"']([^\"']+)[\"']", line))
-    return found
-
-
 def dead_links(tree: Path) -> list[str]:
     """Relative links of the tree's Markdown (outside code) whose target it does not hold, or
-    whose #fragment names no heading of the page it leads to."""
-    dead = []
-    root = tree.resolve()
-    for page in markdown_files(tree):
-        for number, line in prose_lines(page):
-            targets = [next(g for g in m.groups() if g is not None)
-                       for pattern in LINK_RES for m in pattern.finditer(line)]
-            for target in targets:
-                if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):  # https:, mailto: ...
-                    continue
-                name, _, fragment = target.partition("#")
-                path = (page.parent / name).resolve() if name else page.resolve()
-                if not path.exists() or root not in [path, *path.parents]:
-                    dead.append(f"{page.relative_to(tree)}:{number}: {target}")
-                elif fragment and path.suffix == ".md" and fragment not in anchors(path):
-                    dead.append(f"{page.relative_to(tree)}:{number}: {target} (no such heading)")
-    return dead
+    whose #fragment names no heading of the page it leads to (the generator's own check,
+    handout.leaks.dead_links(), over the tree as written)."""
+    files = {p.relative_to(tree).as_posix(): (p.read_text(errors="replace")
+                                              if p.suffix == ".md" else None)
+             for p in tree.rglob("*") if p.is_file() and ".git" not in p.relative_to(tree).parts}
+    return leaks.dead_links(files)
 
 
 #: File names the pages use in examples for a file of the reader's own, not one of the tree.
