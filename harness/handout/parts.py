@@ -171,7 +171,9 @@ def left_out(rel: str) -> bool:
 
 def kept_parts(solution: bool, extensions: list[str], lang: str = "cpp") -> set[str]:
     """The parts whose blocks keep the reference's lines, and whose files are included."""
-    kept = set(extensions) | {p.name for p in PARTS.values() if p.kind == TRACK and p.name == lang}
+    kept = set(extensions)
+    if lang in PARTS and PARTS[lang].kind == TRACK:
+        kept.add(lang)  # the blocks only this language's track runs
     if solution:
         kept |= {p.name for p in PARTS.values() if p.kind == SOLUTION}
     return kept
