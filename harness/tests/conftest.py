@@ -255,6 +255,33 @@ class Server:
                     return int(line.split()[1])
         raise AssertionError("no Threads: line in /proc status")
 
+    def holds(self, client: socket.socket) -> bool:
+        """Whether the server still has an fd open on its end of @p client's connection.
+
+        Its end is the TCP socket bound to the server's port whose peer is @p client's
+        address (from /proc/net/tcp and tcp6); it is held while one of /proc/PID/fd links to
+        that socket's inode. Closing the fd ends it, whatever the server's threads do.
+        """
+        client_port = client.getsockname()[1]
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(table, encoding="ascii") as rows:
+                next(rows)  # the header
+                for row in rows:
+                    fields = row.split()
+                    local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                    remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                    if (local_port, remote_port) == (self.port, client_port) and fields[9] != "0":
+                        inodes.add(f"socket:[{fields[9]}]")
+        fd_dir = Path(f"/proc/{self.pid}/fd")
+        for fd in fd_dir.iterdir():
+            try:
+                if os.readlink(fd) in inodes:
+                    return True
+            except FileNotFoundError:  # closed while we looked
+                pass
+        return False
+
     def status(self, source_ip: str | None = None) -> dict:
         """GET /server-status (stages 3 and 4 with --status) and returns the JSON.
 
