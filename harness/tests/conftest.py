@@ -569,6 +569,19 @@ def trickle(port: int, data: bytes, interval: float, give_up_after: float,
     return elapsed, got
 
 
+def nothing_received(sock: socket.socket) -> bool:
+    """True if the server has sent nothing (and not closed) on @p sock so far."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)  # with a timeout set, Python would wait for data first
+    try:
+        sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    finally:
+        sock.settimeout(timeout)
+    return False
+
+
 def wait_until(predicate, timeout: float, interval: float = 0.02, message: str = ""):
     """Polls @p predicate until it returns something truthy; fails after @p timeout seconds."""
     deadline = time.monotonic() + timeout

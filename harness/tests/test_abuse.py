@@ -48,6 +48,7 @@ from conftest import (
     binary,
     connect,
     ip_range,
+    nothing_received,
     parse_response,
     read_to_eof,
     request,
@@ -243,19 +244,6 @@ def recv_at_least(sock: socket.socket, count: int, timeout: float = 5.0) -> byte
             break
         got += piece
     return bytes(got)
-
-
-def nothing_received(sock: socket.socket) -> bool:
-    """True if the server has sent nothing (and not closed) on @p sock so far."""
-    timeout = sock.gettimeout()
-    sock.setblocking(False)  # with a timeout set, Python would wait for data first
-    try:
-        sock.recv(1, socket.MSG_PEEK)
-    except BlockingIOError:
-        return True
-    finally:
-        sock.settimeout(timeout)
-    return False
 
 
 def assert_full_capacity(server, maxclient: int):

@@ -19,6 +19,7 @@ from conftest import (
     Holder,
     connect,
     ip_range,
+    nothing_received,
     parse_response,
     read_to_eof,
     request,
@@ -54,12 +55,7 @@ def test_without_the_flag_a_full_server_refuses(stage, site, servers):
         assert reply.status_line == f"HTTP/1.0 503 {REASONS[503]}"
         # The idle ones were not touched.
         for sock in holder.socks:
-            sock.settimeout(0.01)
-            try:
-                data = sock.recv(1)
-            except TimeoutError:
-                data = None
-            assert data is None, f"an admitted idle connection got {data!r}"
+            assert nothing_received(sock), "an admitted idle connection was told something"
 
 
 @stage_params(LIMITED_STAGES)
