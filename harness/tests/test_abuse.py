@@ -138,6 +138,20 @@ def wait_fds_back(pid: int, baseline: int, what: str) -> int:
     return settled
 
 
+def out_of_descriptors_episode(server, nofile: int, seconds: float, who: str):
+    """Waits until the server holds (nearly) all @p nofile descriptors, then measures the CPU
+    it spends over @p seconds in that state. Returns (descriptors, CPU s, wall s); fails if
+    the server died meanwhile."""
+    full = wait_until(lambda: (n := fd_count(server.pid)) >= nofile - 2 and n,
+                      timeout=5, message=f"{who} to reach its {nofile} descriptors")
+    cpu_start, wall_start = cpu_seconds(server.pid), time.monotonic()
+    time.sleep(seconds)  # the measured episode, not a synchronisation
+    cpu = cpu_seconds(server.pid) - cpu_start
+    wall = time.monotonic() - wall_start
+    assert server.alive(), f"{who} died out of descriptors: {server.stderr()[-2000:]}"
+    return full, cpu, wall
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the whole process (all threads), from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
@@ -244,6 +258,17 @@ def recv_at_least(sock: socket.socket, count: int, timeout: float = 5.0) -> byte
             break
         got += piece
     return bytes(got)
+
+
+def assert_recovered(stage: str, server, site, before: int, what: str):
+    """After a flood: descriptors back near @p before, the server still serves, and (stages 3
+    and 4) every slot came back."""
+    after = wait_fds_back(server.pid, before, what)
+    print(f"\n{stage}: descriptors before {before}, after {what} {after}")
+    assert_serves(server, site)
+    if stage in LIMITED_STAGES:
+        assert_full_capacity(server, FLOOD_MAXCLIENT)
+        assert_serves(server, site)
 
 
 def assert_full_capacity(server, maxclient: int):
@@ -485,12 +510,7 @@ def test_connect_and_close_flood_leaks_nothing(stage, site, servers):
     for i in range(1000):
         assert time.monotonic() < deadline, f"only {i} connect-and-close rounds in 30 s"
         connect(server.port, source_ip=FLOOD_IPS[i % len(FLOOD_IPS)]).close()
-    after = wait_fds_back(server.pid, before, "1000 connect-and-close")
-    print(f"\n{stage}: descriptors before {before}, after 1000 connect-and-close {after}")
-    assert_serves(server, site)
-    if stage in LIMITED_STAGES:
-        assert_full_capacity(server, FLOOD_MAXCLIENT)
-        assert_serves(server, site)
+    assert_recovered(stage, server, site, before, "1000 connect-and-close")
 
 
 @stage_params()
@@ -509,12 +529,7 @@ def test_reset_mid_transfer_flood_leaks_nothing(stage, site, servers):
         finally:
             reset_close(sock)
         assert first.startswith(b"HTTP/1.0 200 "), f"round {i}: {first[:100]!r}"
-    after = wait_fds_back(server.pid, before, "200 resets mid-transfer")
-    print(f"\n{stage}: descriptors before {before}, after 200 resets mid-transfer {after}")
-    assert_serves(server, site)
-    if stage in LIMITED_STAGES:
-        assert_full_capacity(server, FLOOD_MAXCLIENT)
-        assert_serves(server, site)
+    assert_recovered(stage, server, site, before, "200 resets mid-transfer")
 
 
 @stage_params()
@@ -609,13 +624,7 @@ def test_descriptor_exhaustion_does_not_spin(stage, site, tmp_path):
         idle = settled_fd_count(server.pid)
         with Holder() as holder:
             holder.open(server.port, EXHAUSTION_CLIENTS)
-            full = wait_until(lambda: (n := fd_count(server.pid)) >= NOFILE - 2 and n,
-                              timeout=5, message=f"the server to reach its {NOFILE} descriptors")
-            cpu_start, wall_start = cpu_seconds(server.pid), time.monotonic()
-            time.sleep(EXHAUSTION_EPISODE)  # the measured episode, not a synchronisation
-            cpu = cpu_seconds(server.pid) - cpu_start
-            wall = time.monotonic() - wall_start
-            assert server.alive(), f"{stage} died out of descriptors: {server.stderr()[-2000:]}"
+            full, cpu, wall = out_of_descriptors_episode(server, NOFILE, EXHAUSTION_EPISODE, stage)
         print(f"\n{stage}: RLIMIT_NOFILE {NOFILE}, {EXHAUSTION_CLIENTS} idle clients: "
               f"descriptors {idle} -> {full}; {cpu:.2f} s CPU in {wall:.2f} s wall")
         assert "Too many open files" in server.stderr(), "the descriptor limit never bit"

@@ -60,8 +60,8 @@ from conftest import (
 )
 from test_abuse import (
     add_sparse,
-    cpu_seconds,
     fd_count,
+    out_of_descriptors_episode,
     recv_at_least,
     settled_fd_count,
     wait_fds_back,
@@ -499,13 +499,8 @@ def test_out_of_descriptors_does_not_spin(site, servers):
     idle = settled_fd_count(server.pid)
     with Holder() as holder:
         socks = holder.open(server.port, EMFILE_CLIENTS)
-        full = wait_until(lambda: (n := fd_count(server.pid)) >= EMFILE_NOFILE - 2 and n,
-                          timeout=5, message=f"stage 4 to reach its {EMFILE_NOFILE} descriptors")
-        cpu_start, wall_start = cpu_seconds(server.pid), time.monotonic()
-        time.sleep(EMFILE_EPISODE)  # the measured episode, not a synchronisation
-        cpu = cpu_seconds(server.pid) - cpu_start
-        wall = time.monotonic() - wall_start
-        assert server.alive(), f"stage 4 died out of descriptors: {server.stderr()[-2000:]}"
+        full, cpu, wall = out_of_descriptors_episode(server, EMFILE_NOFILE, EMFILE_EPISODE,
+                                                     "stage 4")
         assert "Too many open files" in server.stderr(), "the descriptor limit never bit"
         print(f"\nstage 4, RLIMIT_NOFILE {EMFILE_NOFILE}, {EMFILE_CLIENTS} idle clients: "
               f"descriptors {idle} -> {full}; {cpu:.3f} s CPU in {wall:.2f} s")
