@@ -40,6 +40,8 @@ BIN_DIR = Path(os.environ.get("LAB_BIN_DIR", REPO_DIR / "build" / "bin")).resolv
 if str(HARNESS_DIR) not in sys.path:
     sys.path.insert(1, str(HARNESS_DIR))
 
+from grader import httpclient  # noqa: E402 (needs the path above)
+
 STAGE1 = "stage1_sequential"
 STAGE2 = "stage2_threaded"
 STAGE3 = "stage3_limited"
@@ -465,20 +467,9 @@ def connect(
     """A TCP connection to the server, optionally from a given loopback source address.
 
     All of 127.0.0.0/8 is local on Linux, so binding to 127.0.0.2, 127.0.1.7, ... before
-    connecting makes the server see distinct client IPs.
+    connecting makes the server see distinct client IPs. The grader's client does the work.
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        if rcvbuf is not None:  # must precede connect() to shape the advertised window
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        if source_ip is not None:
-            sock.bind((source_ip, 0))
-        sock.connect((host, port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return httpclient.connect(port, source_ip, timeout, host=host, rcvbuf=rcvbuf)
 
 
 def read_to_eof(sock: socket.socket, deadline: float, limit: int = 64 << 20, *,
